@@ -1,0 +1,1 @@
+"""flax-cae: fast convolutional autoencoders in JAX/Flax."""
