@@ -1,0 +1,116 @@
+"""Model registry: `build_model(config.model, image_shape)` and the true-bottleneck report."""
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from flax_cae.errors import ConfigError, unknown_name
+from flax_cae.models import autoencoders as ae
+from flax_cae.models.layers import ModelOptions
+
+
+class ModelSpec(NamedTuple):
+  encoder: type
+  decoder: type
+  widths: tuple[int, ...]   # default widths; their count is the number of stages
+  paper: str
+  allows_skips: bool = False
+
+
+MODELS = {
+    'cae': ModelSpec(ae.CAEEncoder, ae.CAEDecoder, (32, 64, 128),
+                     'S0: three conv + max-pool stages, dense bottleneck, three transposed convs'),
+    'base_cae': ModelSpec(ae.BaseCAEEncoder, ae.BaseCAEDecoder, (16, 32, 64),
+                          'S1 BaseCAE'),
+    'improved_cae': ModelSpec(ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
+                              'S1 ImprovedCAE (skips across the bottleneck with model.skips)',
+                              allows_skips=True),
+}
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def model_names() -> list[str]:
+  return sorted(MODELS)
+
+
+def build_model(config, image_shape) -> ae.Autoencoder:
+  """Builds the model named `config.name` for inputs of `image_shape` (H, W, C).
+
+  `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
+  activation, negative_slope, batch_norm, dropout_rate, skips, dtype ('float32' or
+  'bfloat16'; parameters stay float32 either way).
+  """
+  if config.name not in MODELS:
+    raise unknown_name('model', config.name, MODELS)
+  spec = MODELS[config.name]
+  widths = tuple(config.get('widths') or spec.widths)
+  if len(widths) != len(spec.widths):
+    raise ConfigError(
+        f'model.widths for {config.name} needs {len(spec.widths)} entries (one per stage), '
+        f'got {widths}; e.g. --config.model.widths="{spec.widths}".')
+  skips = tuple(sorted(config.get('skips') or ()))
+  if skips and not spec.allows_skips:
+    raise ConfigError(f'model.skips is only supported by improved_cae, not {config.name}; '
+                      'set --config.model.skips="()".')
+  if any(s not in range(1, len(widths) + 1) for s in skips):
+    raise ConfigError(f'model.skips={skips} names stages outside 1..{len(widths)}.')
+  dtype = config.get('dtype', 'float32')
+  if dtype not in DTYPES:
+    raise unknown_name('dtype', dtype, DTYPES)
+  for key in ('latent_dim', 'hidden_dim'):
+    if config.get(key, 1) <= 0:
+      raise ConfigError(f'model.{key} must be a positive integer, got {config.get(key)}.')
+  if not 0.0 <= config.get('dropout_rate', 0.0) < 1.0:
+    raise ConfigError(f'model.dropout_rate must be in [0, 1), got {config.dropout_rate}.')
+  opts = ModelOptions(
+      image_shape=tuple(int(d) for d in image_shape),
+      latent_dim=config.get('latent_dim', 256),
+      widths=widths,
+      hidden_dim=config.get('hidden_dim', 512),
+      activation=config.get('activation', 'relu'),
+      negative_slope=config.get('negative_slope', 0.01),
+      batch_norm=config.get('batch_norm', True),
+      dropout_rate=config.get('dropout_rate', 0.0),
+      skips=skips,
+      dtype=DTYPES[dtype],
+  )
+  opts.act  # fails early, with the valid names, on an unknown activation
+  return ae.Autoencoder(opts, spec.encoder, spec.decoder)
+
+
+def bottleneck(model: ae.Autoencoder) -> dict:
+  """The floats that pass from encoder to decoder for one image, and the compression ratio.
+
+  Computed from the shapes of the code the encoder really returns (no FLOPs spent),
+  so skip tensors count. ratio = input floats / bottleneck floats; < 1 means the
+  "code" holds more numbers than the image.
+  """
+  shape = model.opts.image_shape
+  x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+  key = jax.random.key(0)
+  code = jax.eval_shape(
+      lambda x: model.init_with_output({'params': key, 'dropout': key}, x, method='encode')[0], x)
+  parts = {k: math.prod(v.shape[1:]) for k, v in code.items()}
+  floats = sum(parts.values())
+  inputs = math.prod(shape)
+  return {'floats': floats, 'parts': parts, 'input_floats': inputs,
+          'compression_ratio': inputs / floats}
+
+
+def describe_bottleneck(b: dict) -> str:
+  parts = ' + '.join(f'{k} {v}' for k, v in b['parts'].items())
+  text = (f"bottleneck: {b['floats']} floats ({parts}) for an input of {b['input_floats']}, "
+          f"compression ratio {b['compression_ratio']:.2f}x")
+  if b['compression_ratio'] <= 1:
+    text += ' (the decoder receives at least as many numbers as the image holds: nothing is compressed)'
+  return text
+
+
+def model_options(model) -> dict:
+  d = dataclasses.asdict(model.opts)
+  d['dtype'] = jnp.dtype(d['dtype']).name
+  return d

@@ -1,0 +1,67 @@
+"""The embedded default: ImprovedCAE on scikit-image's bundled LFW subset (no download).
+
+200 grayscale 25x25 images (100 faces, 100 non-faces; S3 studied LFW faces). It
+finishes in about a minute on a 2-core CPU. Every other config imports this one
+and overrides a few fields.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      name='lfw_subset',        # mnist | cifar10 | cinic10 | image_folder | lfw_subset
+      data_dir='~/tensorflow_datasets',  # where prepared (array_record) data sets live
+      source_dir='',            # a folder holding the official files, for offline machines
+      download=True,            # let TFDS fetch the official files when online
+      validation_size=20,       # carved from train (mnist, cifar10, image_folder, lfw_subset)
+      test_size=20,             # carved from train where there is no test split
+      image_size=(32, 32),      # image_folder only: resize to (height, width)
+      channels=3,               # image_folder only: 1 (grayscale) or 3 (RGB)
+      device_memory_limit_mb=2048,  # splits up to this size live on the devices as uint8
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      name='improved_cae',      # cae (S0) | base_cae (S1) | improved_cae (S1)
+      latent_dim=64,
+      widths=(),                # () = the model's own (S1: 16, 32, 64[, 128])
+      hidden_dim=512,           # base_cae's hidden dense layer
+      activation='leaky_relu',  # relu | leaky_relu | gelu | tanh | sigmoid | elu | silu
+      negative_slope=0.01,
+      batch_norm=True,
+      dropout_rate=0.0,
+      skips=(),                 # improved_cae: encoder stages (1-4) added across the bottleneck
+      dtype='float32',          # compute dtype: float32 | bfloat16 (parameters stay float32)
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      name='mse',               # mse | l1 | bce | l1+mse | ssim | mse+ssim
+      alpha=0.1, beta=1.0,      # l1+mse: alpha * L1 + beta * MSE
+      ssim_weight=1.0,          # mse+ssim: MSE + ssim_weight * (1 - SSIM)
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adam', learning_rate=1e-3, weight_decay=0.0, grad_clip_norm=0.0,
+      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
+      schedule=dict(name='constant', warmup_epochs=0.0, decay_rate=0.1, decay_epochs=(),
+                    end_value_factor=0.0),
+  ))
+
+  c.batch_size = 32
+  c.eval_batch_size = 0         # 0 = batch_size
+  c.num_epochs = 60
+  c.steps_per_call = 0          # 0 = measured default per backend (CPU 1)
+  c.eval_every_epochs = 10
+  c.checkpoint_every_epochs = 10
+  c.keep_checkpoints = 2        # latest k, plus the best by validation PSNR
+  c.early_stopping = ml_collections.ConfigDict(dict(
+      metric='psnr',            # loss | mse | l1 | psnr | ssim (validation)
+      patience=0,               # evaluations without improvement; 0 = off
+      min_delta=0.0,
+  ))
+  c.log_every_seconds = 10.0
+  c.num_sample_images = 8
+  return c

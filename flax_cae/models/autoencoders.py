@@ -1,0 +1,185 @@
+"""The convolutional autoencoders of the S0 and S1 studies (see docs in each class).
+
+Every model is an `Autoencoder`: an encoder that maps images [B, H, W, C] in [0, 1]
+to a *code* (a dict of arrays) and a decoder that sees nothing but that code.
+Whatever crosses from encoder to decoder is in the code, so its size is the
+model's true bottleneck (`flax_cae.models.bottleneck`), skip tensors included.
+"""
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from flax_cae.models.layers import ConvTranspose, ModelOptions, conv_out_size, norm_act_dropout
+
+
+def _conv(features, stride, opts, name=None):
+  return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
+                 dtype=opts.dtype, param_dtype=jnp.float32, name=name)
+
+
+def _dense(features, opts, name=None):
+  return nn.Dense(features, dtype=opts.dtype, param_dtype=jnp.float32, name=name)
+
+
+def _stage_sizes(opts: ModelOptions, strides) -> list[tuple[int, int]]:
+  """Spatial size of the input and of each encoder stage's output."""
+  sizes = [tuple(opts.image_shape[:2])]
+  for s in strides:
+    sizes.append(tuple(conv_out_size(d, s) for d in sizes[-1]))
+  return sizes
+
+
+def _output(x):
+  """Pixels in [0, 1], always float32 so losses and metrics are computed in full precision."""
+  return nn.sigmoid(x.astype(jnp.float32))
+
+
+# --- S0: "Convolutional autoencoder for CIFAR-10" ---------------------------------
+
+
+class CAEEncoder(nn.Module):
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    for w in o.widths:
+      x = _conv(w, 1, o)(x)
+      x = norm_act_dropout(x, o, train)
+      # 'SAME' pooling rounds up, so odd sizes (25 -> 13 -> 7 -> 4) lose no pixels.
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+    z = _dense(o.latent_dim, o)(x.reshape(x.shape[0], -1))
+    return {'latent': z}
+
+
+class CAEDecoder(nn.Module):
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    sizes = _stage_sizes(o, [2] * len(o.widths))
+    h, w = sizes[-1]
+    x = _dense(h * w * o.widths[-1], o)(code['latent'])
+    x = o.act(x).reshape(-1, h, w, o.widths[-1])
+    out_widths = list(reversed(o.widths[:-1])) + [o.image_shape[2]]
+    for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
+      x = ConvTranspose(feat, 2, target, o.dtype)(x)
+      if i < len(out_widths) - 1:
+        x = norm_act_dropout(x, o, train)
+    return _output(x)
+
+
+# --- S1: "Exploring Enhanced Architectures for Convolutional Autoencoders" ---------
+
+
+class BaseCAEEncoder(nn.Module):
+  """S1's BaseCAE encoder: conv(16,s2)+BN+ReLU, conv(32,s2)+BN+ReLU, conv(64,s2), dense(hidden)+ReLU, dense(latent)."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    for i, w in enumerate(o.widths):
+      x = _conv(w, 2, o)(x)
+      if i < len(o.widths) - 1:  # the last conv feeds the dense layers directly
+        x = norm_act_dropout(x, o, train)
+    x = x.reshape(x.shape[0], -1)
+    x = norm_act_dropout(_dense(o.hidden_dim, o)(x), o, train, norm=False)
+    return {'latent': _dense(o.latent_dim, o)(x)}
+
+
+class BaseCAEDecoder(nn.Module):
+  """Mirror of the encoder: dense(hidden)+ReLU, dense(flat), then stride-2 transposed convs."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    sizes = _stage_sizes(o, [2] * len(o.widths))
+    h, w = sizes[-1]
+    x = norm_act_dropout(_dense(o.hidden_dim, o)(code['latent']), o, train, norm=False)
+    x = _dense(h * w * o.widths[-1], o)(x).reshape(-1, h, w, o.widths[-1])
+    out_widths = list(reversed(o.widths[:-1])) + [o.image_shape[2]]
+    n = len(out_widths)
+    for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
+      x = ConvTranspose(feat, 2, target, o.dtype)(x)
+      if i < n - 1:
+        # S1's code orders the last hidden stage ReLU-then-BN; kept as written.
+        x = norm_act_dropout(x, o, train, norm_first=(i < n - 2))
+    return _output(x)
+
+
+class ImprovedCAEEncoder(nn.Module):
+  """S1's ImprovedCAE encoder: conv 16/32/64 stride 2 with BN+LeakyReLU, conv 128 stride 1
+  with LeakyReLU, one dense layer to the latent. Returns the stage outputs named in
+  `opts.skips` (1-4) too, when skips across the bottleneck are on."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    code = {}
+    strides = [2] * (len(o.widths) - 1) + [1]
+    for stage, (w, s) in enumerate(zip(o.widths, strides), start=1):
+      x = _conv(w, s, o)(x)
+      x = norm_act_dropout(x, o, train, norm=stage < len(o.widths))
+      if stage in o.skips:
+        code[f'skip{stage}'] = x
+    code['latent'] = _dense(o.latent_dim, o)(x.reshape(x.shape[0], -1))
+    return code
+
+
+class ImprovedCAEDecoder(nn.Module):
+  """Mirror of the ImprovedCAE encoder. With skips, encoder stage k's output is added to
+  the input of the decoder stage that mirrors it (enc4 -> dec1, ..., enc1 -> dec4);
+  S1's code dropped the enc2 skip by a typo, we keep all that `opts.skips` names."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    n = len(o.widths)
+    strides = [2] * (n - 1) + [1]
+    sizes = _stage_sizes(o, strides)
+    h, w = sizes[-1]
+    x = _dense(h * w * o.widths[-1], o)(code['latent']).reshape(-1, h, w, o.widths[-1])
+    x = norm_act_dropout(x, o, train, norm=False)
+    out_widths = list(reversed(o.widths[:-1])) + [o.image_shape[2]]
+    for i, feat in enumerate(out_widths):
+      stage = n - i  # the encoder stage this decoder stage mirrors
+      if f'skip{stage}' in code:
+        x = x + code[f'skip{stage}']
+      x = ConvTranspose(feat, strides[stage - 1], sizes[stage - 1], o.dtype)(x)
+      if i < n - 1:
+        x = norm_act_dropout(x, o, train)
+    return _output(x)
+
+
+class Autoencoder(nn.Module):
+  """An encoder/decoder pair. `__call__` returns a dict so other models (a VAE's mean and
+  log-variance, say) can add outputs without changing the training loop."""
+  opts: ModelOptions
+  encoder_cls: type
+  decoder_cls: type
+
+  def setup(self):
+    self.encoder = self.encoder_cls(self.opts)
+    self.decoder = self.decoder_cls(self.opts)
+
+  def encode(self, x, train: bool = False) -> dict:
+    """[B, H, W, C] in [0, 1] -> code dict (everything the decoder will see)."""
+    return self.encoder(x.astype(self.opts.dtype), train)
+
+  def decode(self, code: dict, train: bool = False):
+    """code dict -> reconstruction [B, H, W, C], float32 in [0, 1]."""
+    return self.decoder(code, train)
+
+  def __call__(self, x, train: bool = False) -> dict:
+    return {'reconstruction': self.decode(self.encode(x, train), train)}
+
+
+def input_floats(image_shape) -> int:
+  return math.prod(image_shape)

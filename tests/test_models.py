@@ -1,0 +1,161 @@
+"""Shapes, bottleneck counts and options of every model at 28x28x1 and 32x32x3 (and odd sizes)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from flax_cae import models
+from flax_cae.errors import ConfigError
+from flax_cae.models.layers import ConvTranspose
+
+
+def cfg(**kw):
+  base = dict(name='improved_cae', latent_dim=256, widths=(), hidden_dim=512,
+              activation='leaky_relu', negative_slope=0.01, batch_norm=True,
+              dropout_rate=0.0, skips=(), dtype='float32')
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def n_params(variables):
+  return sum(x.size for x in jax.tree.leaves(variables['params']))
+
+
+# Expected bottleneck floats: the latent, plus every skip tensor (H*W*C of its stage).
+# 32x32x3 S1 ImprovedCAE stages: 16x16x16, 8x8x32, 4x4x64, 4x4x128.
+# 28x28x1: 14x14x16, 7x7x32, 4x4x64, 4x4x128.
+CASES = [
+    ('cae', (), (28, 28, 1), 256),
+    ('cae', (), (32, 32, 3), 256),
+    ('base_cae', (), (28, 28, 1), 256),
+    ('base_cae', (), (32, 32, 3), 256),
+    ('improved_cae', (), (28, 28, 1), 256),
+    ('improved_cae', (), (32, 32, 3), 256),
+    ('improved_cae', (1, 2, 3, 4), (28, 28, 1), 256 + 14 * 14 * 16 + 7 * 7 * 32 + 4 * 4 * 64 + 4 * 4 * 128),
+    ('improved_cae', (1, 2, 3, 4), (32, 32, 3), 256 + 4096 + 2048 + 1024 + 2048),
+    ('improved_cae', (1, 3, 4), (32, 32, 3), 256 + 4096 + 1024 + 2048),  # S1 code's typo
+]
+
+
+@pytest.mark.parametrize('name,skips,shape,floats', CASES)
+def test_shapes_and_bottleneck(name, skips, shape, floats):
+  model = models.build_model(cfg(name=name, skips=skips), shape)
+  x = jax.random.uniform(jax.random.key(0), (3, *shape))
+  variables = model.init({'params': jax.random.key(1)}, x)
+  y = model.apply(variables, x)['reconstruction']
+  assert y.shape == x.shape and y.dtype == jnp.float32
+  assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+  b = models.bottleneck(model)
+  assert b['floats'] == floats
+  assert b['input_floats'] == np.prod(shape)
+  assert b['compression_ratio'] == pytest.approx(np.prod(shape) / floats)
+  code = model.apply(variables, x, method='encode')
+  assert sum(np.prod(v.shape[1:]) for v in code.values()) == floats
+
+
+def test_skip_model_reports_more_floats_than_the_image():
+  model = models.build_model(cfg(skips=(1, 2, 3, 4)), (32, 32, 3))
+  b = models.bottleneck(model)
+  assert b['floats'] > 32 * 32 * 3 and b['compression_ratio'] < 1
+  assert 'nothing is compressed' in models.describe_bottleneck(b)
+
+
+def test_s1_base_cae_parameter_count():
+  # Hand count of S1's BaseCAE at 32x32x3 (latent 256, hidden 512, BN scale+bias per channel):
+  conv = lambda cin, cout: 9 * cin * cout + cout
+  dense = lambda a, b: a * b + b
+  enc = conv(3, 16) + 32 + conv(16, 32) + 64 + conv(32, 64) + dense(1024, 512) + dense(512, 256)
+  dec = (dense(256, 512) + dense(512, 1024) + conv(64, 32) + 64 + conv(32, 16) + 32
+         + conv(16, 3))
+  model = models.build_model(cfg(name='base_cae', activation='relu'), (32, 32, 3))
+  variables = model.init({'params': jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
+  assert n_params(variables) == enc + dec
+
+
+def test_skips_change_the_output_and_carry_encoder_features():
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  plain = models.build_model(cfg(), (32, 32, 3))
+  skip = models.build_model(cfg(skips=(1, 2, 3, 4)), (32, 32, 3))
+  v = plain.init({'params': jax.random.key(1)}, x)
+  # Same parameters: the skip model only adds tensors, no weights.
+  v2 = skip.init({'params': jax.random.key(1)}, x)
+  assert jax.tree.structure(v) == jax.tree.structure(v2)
+  y1 = plain.apply(v, x)['reconstruction']
+  y2 = skip.apply(v, x)['reconstruction']
+  assert float(jnp.abs(y1 - y2).max()) > 1e-4
+
+
+@pytest.mark.parametrize('shape', [(25, 25, 1), (64, 48, 3), (17, 33, 2)])
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_any_input_size(name, shape):
+  model = models.build_model(cfg(name=name, latent_dim=16, hidden_dim=32), shape)
+  x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+  y, _ = jax.eval_shape(lambda x: model.init_with_output({'params': jax.random.key(0)}, x), x)
+  assert y['reconstruction'].shape == x.shape
+
+
+@pytest.mark.parametrize('activation', ['relu', 'leaky_relu', 'gelu', 'tanh'])
+def test_activation_options(activation):
+  model = models.build_model(cfg(activation=activation, negative_slope=0.2), (28, 28, 1))
+  v = model.init({'params': jax.random.key(0)}, jnp.zeros((1, 28, 28, 1)))
+  assert model.apply(v, jnp.ones((1, 28, 28, 1)))['reconstruction'].shape == (1, 28, 28, 1)
+
+
+def test_batch_norm_off_has_no_batch_stats_and_dropout_needs_rng():
+  model = models.build_model(cfg(batch_norm=False, dropout_rate=0.5), (28, 28, 1))
+  x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+  v = model.init({'params': jax.random.key(0)}, x)
+  assert 'batch_stats' not in v
+  a = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)})['reconstruction']
+  b = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(2)})['reconstruction']
+  c = model.apply(v, x, train=False)['reconstruction']
+  assert float(jnp.abs(a - b).max()) > 1e-4            # dropout is on in training
+  assert jnp.allclose(c, model.apply(v, x)['reconstruction'])  # and off at eval
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = models.build_model(cfg(dtype='bfloat16'), (32, 32, 3))
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  v = model.init({'params': jax.random.key(0)}, x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v['params']))
+  y = model.apply(v, x)['reconstruction']
+  assert y.dtype == jnp.float32
+  ref = models.build_model(cfg(), (32, 32, 3)).apply(v, x)['reconstruction']
+  assert float(jnp.abs(y - ref).max()) < 0.05   # same function, lower precision
+
+
+def test_conv_transpose_matches_pytorch_definition():
+  """out[o] = sum_{i, t: o = s*i - 1 + t} x[i] * w[t] (PyTorch ConvTranspose2d, padding 1),
+  with the kernel as Flax stores it flipped, checked against a direct numpy loop."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
+  layer = ConvTranspose(features=5, stride=2, target=(6, 7))
+  v = layer.init(jax.random.key(0), x)
+  y = np.asarray(layer.apply(v, x))
+  w = np.asarray(v['params']['ConvTranspose_0']['kernel'])[::-1, ::-1]  # -> PyTorch orientation
+  bias = np.asarray(v['params']['ConvTranspose_0']['bias'])
+  ref = np.zeros((1, 6, 7, 5), np.float32) + bias
+  for i in range(3):
+    for j in range(4):
+      for ti in range(3):
+        for tj in range(3):
+          oi, oj = 2 * i - 1 + ti, 2 * j - 1 + tj
+          if 0 <= oi < 6 and 0 <= oj < 7:
+            ref[0, oi, oj] += x[0, i, j] @ w[ti, tj]
+  np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('bad,match', [
+    (dict(name='resnet'), 'valid model names are: base_cae, cae, improved_cae'),
+    (dict(activation='swish2'), 'valid activation names'),
+    (dict(name='base_cae', skips=(1,)), 'only supported by improved_cae'),
+    (dict(skips=(5,)), 'outside 1..4'),
+    (dict(widths=(8, 16)), 'needs 4 entries'),
+    (dict(dtype='float16'), 'valid dtype names'),
+    (dict(latent_dim=0), 'latent_dim must be a positive'),
+])
+def test_bad_model_config(bad, match):
+  with pytest.raises(ConfigError, match=match):
+    models.build_model(cfg(**bad), (32, 32, 3))
