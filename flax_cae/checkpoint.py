@@ -6,6 +6,7 @@ Each checkpoint holds the train state (arrays) and a small JSON record (epoch,
 early-stopping counters, best step) so a restarted run continues exactly.
 """
 
+import logging as py_logging
 from typing import Any
 
 import jax
@@ -15,10 +16,24 @@ from orbax.checkpoint import checkpoint_managers as cm
 BEST_METRIC = 'psnr'  # validation PSNR in dB, higher is better
 
 
+class _OrbaxInfoFilter(py_logging.Filter):
+  """Orbax logs dozens of INFO lines per save through absl; keep its warnings only."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def quiet_orbax():
+  for handler in py_logging.getLogger().handlers + py_logging.getLogger('absl').handlers:
+    if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
+      handler.addFilter(_OrbaxInfoFilter())
+
+
 class Checkpoints:
   """The workdir's checkpoint directory."""
 
   def __init__(self, directory: str, keep: int):
+    quiet_orbax()
     policy = cm.AnyPreservationPolicy([
         cm.LatestN(n=keep),
         # Sorted ascending by PSNR, BestN keeps the last (highest) one.
@@ -47,6 +62,13 @@ class Checkpoints:
         step,
         args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                 meta=ocp.args.JsonRestore()))
+    return restored['state'], dict(restored['meta'])
+
+  def restore_raw(self, step: int) -> tuple[dict, dict]:
+    """Restores `step` as plain nested dicts of arrays, without a template (for inspection)."""
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                      meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
 
   def wait(self):

@@ -26,9 +26,16 @@ MNIST_T10K = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 _cache: dict = {}  # per test session: the tarball takes ~2 s to stream
 
 
-def require_shared_data() -> None:
-  """Skips the calling test when ../shared/data (real CIFAR-10 JPEGs, MNIST t10k) is absent."""
-  needed = [CIFAR_JPEG_TARBALL, *(MNIST_DIR / f for f in MNIST_T10K)]
+def require_shared_data(*kinds: str) -> None:
+  """Skips the calling test when ../shared/data lacks what it needs.
+
+  Args:
+    *kinds: 'cifar' (the CIFAR-10 JPEG tarball) and/or 'mnist' (the t10k IDX
+      files); none means both.
+  """
+  kinds = kinds or ('cifar', 'mnist')
+  needed = ([CIFAR_JPEG_TARBALL] if 'cifar' in kinds else []) + (
+      [MNIST_DIR / f for f in MNIST_T10K] if 'mnist' in kinds else [])
   missing = [str(p) for p in needed if not p.is_file()]
   if missing:
     pytest.skip(f'../shared/data is absent: the real-data fixtures need {", ".join(missing)}.')
@@ -38,8 +45,8 @@ def require_shared_data() -> None:
 
 
 def cifar_jpegs(per_class: int) -> dict[str, list[tuple[str, bytes]]]:
-  """{class: [(file name, JPEG bytes)] * per_class}, the first files of each class in the tarball."""
-  require_shared_data()
+  """{class: [(file name, JPEG bytes)] * per_class}: the first files of each class in the tar."""
+  require_shared_data('cifar')
   cached = _cache.get('cifar_jpegs')
   if cached is None or cached[0] < per_class:
     keep = max(per_class, 100)  # read a little more than asked so later calls hit the cache
@@ -65,7 +72,13 @@ def cifar_images(per_class: int) -> dict[str, list[np.ndarray]]:
 
 
 def cifar_samples(n: int) -> tuple[np.ndarray, np.ndarray]:
-  """n real CIFAR-10 images, classes interleaved (0, 1, ..., 9, 0, ...): (uint8 [n,32,32,3], int [n])."""
+  """n real CIFAR-10 images, classes interleaved (0, 1, ..., 9, 0, ...).
+
+  Returns:
+    (uint8 [n, 32, 32, 3], int [n]).
+  """
+  if n > 50000:
+    raise ValueError(f'cifar_samples: asked for {n} images but CIFAR-10 has 50000 training images')
   per_class = math.ceil(n / 10)
   images = cifar_images(per_class)
   labels = np.arange(n) % 10
@@ -206,7 +219,7 @@ def _read_idx_gz(path: Path) -> np.ndarray:
 
 def mnist_t10k() -> tuple[np.ndarray, np.ndarray]:
   """The official MNIST test set: (uint8 [10000, 28, 28], uint8 [10000])."""
-  require_shared_data()
+  require_shared_data('mnist')
   if 'mnist' not in _cache:
     _cache['mnist'] = (_read_idx_gz(MNIST_DIR / MNIST_T10K[0]),
                        _read_idx_gz(MNIST_DIR / MNIST_T10K[1]))

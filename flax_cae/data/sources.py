@@ -24,6 +24,11 @@ import tensorflow_datasets as tfds
 from flax_cae.data import builders
 from flax_cae.errors import ConfigError, DataError, unknown_name
 
+try:  # TFDS's TensorFlow-free copy of the tf.train.Example proto
+  from tensorflow_datasets.proto import tf_example_pb2
+except ImportError:  # load_arrays then takes TFDS's own (slower) decoding path
+  tf_example_pb2 = None
+
 SPLITS = ('train', 'validation', 'test')
 
 
@@ -52,7 +57,8 @@ DATASETS: dict[str, DatasetSpec] = {
     'cinic10': DatasetSpec(builders.Cinic10, ('train', 'validation', 'test'),
                            builders.Cinic10.SOURCE_FILES, '32x32x3 CINIC-10, its own three splits'),
     'image_folder': DatasetSpec(builders.ImageFolder, ('train',), (),
-                                'ROOT/<class>/<images> at any size; validation and test carved from train'),
+                                'ROOT/<class>/<images> at any size; validation and test '
+                                'carved from train'),
     'lfw_subset': DatasetSpec(builders.LfwSubset, ('train',), (),
                               "scikit-image's 200 25x25x1 LFW crops (no download); "
                               'validation and test carved from train'),
@@ -75,7 +81,8 @@ def _folder_shape(image_size, channels) -> tuple[int, int, int]:
   if image_size is None or channels is None:
     raise ConfigError('Data set image_folder needs an image size and a channel count; '
                       'set --config.data.image_size=(H, W) and --config.data.channels=1 or 3.')
-  size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+  square = isinstance(image_size, (int, np.integer))
+  size = (image_size, image_size) if square else tuple(image_size)
   if (len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                                 and s > 0 for s in size)):
     raise ConfigError(f'image_size={image_size!r} is not a (height, width) pair of positive '
@@ -101,7 +108,7 @@ def image_shape(name: str, *, data_dir=None, source_dir=None, download=True,
   return tuple(spec.builder.IMAGE_SHAPE)
 
 
-def _make_builder(name, spec, data_dir, source_dir, image_size, channels):
+def _make_builder(spec, data_dir, source_dir, image_size, channels):
   if spec.builder is builders.ImageFolder:
     h, w, c = _folder_shape(image_size, channels)
     if not source_dir:
@@ -133,13 +140,16 @@ class _Undo:
     self.download_entries = set(os.listdir(self.downloads)) if self.downloads.is_dir() else None
 
   def __call__(self):
-    for path in self.chain:
-      if not self.existed[path]:  # the top-most folder this call made holds all the rest
-        shutil.rmtree(path, ignore_errors=True)
-        break
+    complete = (self.chain[-1] / 'dataset_info.json').is_file()
+    if not complete:  # (complete: another process won a preparation race; keep its data)
+      for path in self.chain:
+        if not self.existed[path]:  # the top-most folder this call made holds all the rest
+          shutil.rmtree(path, ignore_errors=True)
+          break
     if self.parent_entries is not None and self.parent.is_dir():
       for entry in set(os.listdir(self.parent)) - self.parent_entries:
-        shutil.rmtree(self.parent / entry, ignore_errors=True)
+        if entry.startswith('incomplete.') or not complete:
+          shutil.rmtree(self.parent / entry, ignore_errors=True)
     if self.downloads.is_dir():
       if self.download_entries is None:
         shutil.rmtree(self.downloads, ignore_errors=True)
@@ -172,7 +182,7 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
   """
   spec = _spec(name)
   data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
-  builder = _make_builder(name, spec, data_dir, source_dir, image_size, channels)
+  builder = _make_builder(spec, data_dir, source_dir, image_size, channels)
   if _is_prepared(builder):
     return builder
   version_dir = Path(builder.data_path)
@@ -195,8 +205,11 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
             try_download_gcs=False,      # flax_cae_* sets are never on TFDS's GCS bucket
             register_checksums=False,    # no checksum files ship with flax-cae...
             force_checksums_validation=False))  # ...so unknown checksums are fine
-  except BaseException:  # Ctrl-C included: never leave a half-written data set
+  except BaseException as e:  # Ctrl-C included: never leave a half-written data set
     undo()
+    if isinstance(e, Exception) and _is_prepared(builder):
+      # Another process (a host of the same job) prepared it first: use theirs.
+      return _make_builder(spec, data_dir, source_dir, image_size, channels)
     raise
   return builder
 
@@ -211,9 +224,17 @@ class SplitSource(Sequence):
 
   def __init__(self, base, start: int, stop: int, name: str = ''):
     self.base, self.start, self.stop, self.name = base, int(start), int(stop), name
+    self._fast = None  # whether read_into may parse records itself; decided on first use
 
   def __len__(self) -> int:
     return self.stop - self.start
+
+  def _check_index(self, idx: np.ndarray) -> np.ndarray:
+    n = len(self)
+    idx = np.where(idx < 0, idx + n, idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+      raise IndexError(f'indices out of range for {self.name or "this source"} ({n} examples)')
+    return idx + self.start
 
   def __getitem__(self, index) -> dict[str, Any]:
     i = operator.index(index)
@@ -226,14 +247,48 @@ class SplitSource(Sequence):
     return self.base[self.start + i]
 
   def __getitems__(self, indices) -> list[dict[str, Any]]:
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    n = len(self)
-    idx = np.where(idx < 0, idx + n, idx)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-      raise IndexError(f'indices out of range for {self.name or "this source"} ({n} examples)')
+    idx = self._check_index(np.asarray(indices, dtype=np.int64).reshape(-1))
+    return list(self.base.__getitems__(idx.tolist())) if idx.size else []
+
+  def _parse(self, records, images: np.ndarray, labels: np.ndarray) -> None:
+    """Parses raw array_record records (tf.train.Example) straight into the outputs."""
+    shape = images.shape[1:]
+    for j, record in enumerate(records):
+      feature = tf_example_pb2.Example.FromString(record).features.feature
+      images[j] = np.frombuffer(feature['image'].bytes_list.value[0], np.uint8).reshape(shape)
+      labels[j] = feature['label'].int64_list.value[0]
+
+  def _fast_path_works(self) -> bool:
+    """Whether parsing records directly gives exactly what TFDS's decoder gives."""
+    reader = getattr(self.base, 'data_source', None)
+    if tf_example_pb2 is None or reader is None or not len(self):
+      return False
+    try:
+      image = np.empty((1, *self.image_shape), np.uint8)
+      label = np.empty((1,), np.int64)
+      self._parse(reader.__getitems__([self.start]), image, label)
+    except Exception:  # pylint: disable=broad-except  (another storage format)
+      return False
+    want = self.base[self.start]
+    return bool(np.array_equal(image[0], want['image']) and label[0] == want['label'])
+
+  def read_into(self, indices, images: np.ndarray, labels: np.ndarray) -> None:
+    """Reads examples `indices` into images (uint8 [N, H, W, C]) and labels ([N]).
+
+    About 5x faster than __getitems__: records are parsed directly (the images are
+    stored as raw bytes) instead of through TFDS's generic per-feature decoder.
+    """
+    idx = self._check_index(np.asarray(indices, dtype=np.int64).reshape(-1))
     if not idx.size:
-      return []
-    return list(self.base.__getitems__((idx + self.start).tolist()))
+      return
+    if self._fast is None:
+      self._fast = self._fast_path_works()
+    if self._fast:
+      self._parse(self.base.data_source.__getitems__(idx.tolist()), images, labels)
+    else:
+      for j, ex in enumerate(self.base.__getitems__(idx.tolist())):
+        images[j] = ex['image']
+        labels[j] = ex['label']
 
   @property
   def dataset_info(self):
@@ -328,6 +383,10 @@ def load_arrays(source, indices=None, *, chunk: int = 1024) -> dict[str, np.ndar
   shape = getattr(source, 'image_shape', None)
   images = np.empty((n, *shape), np.uint8) if shape is not None else None
   labels = np.empty((n,), np.int32)
+  if isinstance(source, SplitSource):
+    for lo in range(0, n, chunk):
+      source.read_into(indices[lo:lo + chunk], images[lo:lo + chunk], labels[lo:lo + chunk])
+    return {'image': images, 'label': labels}
   getitems = getattr(source, '__getitems__', None)
   for lo in range(0, n, chunk):
     part = indices[lo:lo + chunk]

@@ -1,0 +1,218 @@
+"""The training loop on the real default config, shrunk: resume, best-keeping, early
+stopping, steps per call, streaming vs device-resident data, and 1 vs 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from flax_cae import train
+from flax_cae.checkpoint import Checkpoints
+from flax_cae.data import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny_config(data_dir, **overrides):
+  """configs/default.py at test size: a small ImprovedCAE, 2 epochs of 4 steps."""
+  c = default.get_config()
+  c.data.data_dir = data_dir
+  c.data.download = False
+  c.model.update(latent_dim=16, widths=(8, 8, 16, 16), dropout_rate=0.1)
+  c.batch_size = 40
+  c.eval_batch_size = 8
+  c.num_epochs = 2
+  c.eval_every_epochs = 1
+  c.checkpoint_every_epochs = 1
+  c.log_every_seconds = 0.0  # log every call: per-step losses land in metrics.jsonl
+  c.num_sample_images = 4
+  for key, value in overrides.items():
+    target = c
+    *path, last = key.split('.')
+    for p in path:
+      target = target[p]
+    target[last] = value
+  return c
+
+
+def read_metrics(workdir, split):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def final_params(workdir):
+  ckpts = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=10)
+  state, meta = ckpts.restore_raw(ckpts.latest_step())
+  ckpts.close()
+  return state['params'], meta
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_outputs_in_workdir(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(tiny_config(data_dir), workdir)
+  files = set(os.listdir(workdir))
+  assert {'config.json', 'metrics.jsonl', 'results.json', 'results.md', 'tensorboard',
+          'reconstructions', 'checkpoints'} <= files
+  assert json.load(open(os.path.join(workdir, 'config.json')))['model']['latent_dim'] == 16
+  assert len(read_metrics(workdir, 'train')) == 8          # 2 epochs x 4 steps
+  assert [r['step'] for r in read_metrics(workdir, 'validation')] == [4, 8]
+  assert sorted(os.listdir(os.path.join(workdir, 'reconstructions'))) == [
+      'step_00000004.png', 'step_00000008.png']
+  assert any(f.startswith('events.out.tfevents') for f in
+             os.listdir(os.path.join(workdir, 'tensorboard')))
+  for key in ('test_psnr', 'test_ssim', 'test_mse', 'bottleneck_floats', 'compression_ratio',
+              'parameters', 'train_seconds', 'images_per_second'):
+    assert results[key] is not None, key
+  assert results['bottleneck_floats'] == 16
+  assert results['compression_ratio'] == pytest.approx(625 / 16)
+  assert json.load(open(os.path.join(workdir, 'results.json')))['test_psnr'] == results['test_psnr']
+  table = open(os.path.join(workdir, 'results.md')).read()
+  assert f"{results['test_psnr']:.2f}" in table and 'improved_cae' in table
+
+
+def test_resume_is_exact(tmp_path, data_dir):
+  """2 epochs, then 2 more from the checkpoint == 4 epochs straight (data order, dropout)."""
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=4), straight)
+  resumed = str(tmp_path / 'resumed')
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=2), resumed)
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=4), resumed)
+  a, meta_a = final_params(straight)
+  b, meta_b = final_params(resumed)
+  assert meta_a['epoch'] == meta_b['epoch'] == 4
+  assert_trees_close(a, b, rtol=0, atol=0)
+  # The resumed run logged steps 9..16 only: it did not start over.
+  steps = [r['step'] for r in read_metrics(resumed, 'train')]
+  assert steps == list(range(1, 9)) + list(range(9, 17))
+
+
+def test_checkpoints_keep_latest_and_best(tmp_path):
+  ckpts = Checkpoints(str(tmp_path / 'ckpt'), keep=2)
+  state = {'w': np.arange(3, dtype=np.float32)}
+  for step, psnr in zip([1, 2, 3, 4, 5], [10.0, 30.0, 12.0, 13.0, 14.0]):
+    ckpts.save(step, {'w': state['w'] + step}, {'epoch': step}, metrics={'psnr': psnr})
+  ckpts.wait()
+  assert ckpts.all_steps() == [2, 4, 5]   # best (30 dB at step 2) + latest two
+  restored, meta = ckpts.restore_raw(2)
+  np.testing.assert_array_equal(restored['w'], state['w'] + 2)
+  assert meta == {'epoch': 2}
+  ckpts.close()
+
+
+def test_final_results_use_the_best_checkpoint(tmp_path, data_dir):
+  # A learning rate this large wrecks the model after the first epoch, so the best
+  # validation PSNR is early and must be the one reported, and kept on disk.
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(
+      tiny_config(data_dir, num_epochs=4, keep_checkpoints=1, **{
+          'optimizer.learning_rate': 1e-3,
+          'optimizer.schedule.name': 'step', 'optimizer.schedule.decay_rate': 300.0,
+          'optimizer.schedule.decay_epochs': (1,)}), workdir)
+  val = read_metrics(workdir, 'validation')
+  best = max(val, key=lambda r: r['psnr'])
+  assert results['best_step'] == best['step'] and best['step'] != 16
+  assert results['validation_psnr'] == pytest.approx(best['psnr'], abs=1e-4)
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
+  assert steps == sorted({best['step'], 16})
+
+
+def test_early_stopping(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(
+      tiny_config(data_dir, num_epochs=10, **{'early_stopping.patience': 2,
+                                              'early_stopping.min_delta': 1e9}), workdir)
+  assert results['stopped_early']
+  assert [r['step'] for r in read_metrics(workdir, 'validation')] == [4, 8, 12]
+  # Started again, a stopped run does not train on.
+  again = train.train_and_evaluate(
+      tiny_config(data_dir, num_epochs=10, **{'early_stopping.patience': 2,
+                                              'early_stopping.min_delta': 1e9}), workdir)
+  assert again['stopped_early'] and len(read_metrics(workdir, 'validation')) == 3
+
+
+def test_steps_per_call_and_streaming_match(tmp_path, data_dir):
+  """One step per call (device data), 4 per call (lax.scan) and host streaming all train
+  on the same batches: same parameters within float tolerance. (SGD, because Adam turns
+  float noise in near-zero gradients into full-size steps.)"""
+  runs = {}
+  for name, overrides in {
+      'device_1': {'steps_per_call': 1, 'optimizer.name': 'sgd'},
+      'device_4': {'steps_per_call': 4, 'optimizer.name': 'sgd'},
+      'stream_2': {'steps_per_call': 2, 'optimizer.name': 'sgd', 'data.device_memory_limit_mb': 0},
+  }.items():
+    workdir = str(tmp_path / name)
+    train.train_and_evaluate(tiny_config(data_dir, **overrides), workdir)
+    runs[name] = final_params(workdir)[0]
+  assert_trees_close(runs['device_1'], runs['device_4'], rtol=1e-4, atol=1e-5)
+  assert_trees_close(runs['device_1'], runs['stream_2'], rtol=1e-4, atol=1e-5)
+
+
+def test_epoch_order_depends_only_on_seed():
+  mesh1 = pipeline.make_mesh(jax.devices()[:1])
+  a = np.asarray(pipeline.epoch_permutation(0, 3, 100, mesh1))
+  b = np.asarray(pipeline.epoch_permutation(0, 3, 100, mesh1))
+  c = np.asarray(pipeline.epoch_permutation(0, 4, 100, mesh1))
+  d = np.asarray(pipeline.epoch_permutation(1, 3, 100, mesh1))
+  assert sorted(a) == list(range(100))
+  assert (a == b).all() and not (a == c).all() and not (a == d).all()
+
+
+MULTI_DEVICE_SCRIPT = r'''
+import json, sys
+import jax
+from flax_cae import train
+from flax_cae.errors import ConfigError
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_training import tiny_config
+assert jax.device_count() == {n}, jax.devices()
+train.train_and_evaluate(tiny_config({data_dir!r}), {workdir!r})
+try:
+  train.train_and_evaluate(tiny_config({data_dir!r}, batch_size=12), {workdir!r} + '_bad')
+  print('NO ERROR')
+except ConfigError as e:
+  print('ERROR:', e)
+'''
+
+
+@pytest.mark.parametrize('n', [8])
+def test_one_vs_many_devices(tmp_path, data_dir, n):
+  """The same tiny run on 1 and on n fake CPU devices gives the same losses."""
+  workdirs = {}
+  outputs = {}
+  for devices in (1, n):
+    workdir = str(tmp_path / f'dev{devices}')
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    script = MULTI_DEVICE_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, 'tests'), n=devices,
+                                        data_dir=data_dir, workdir=workdir)
+    proc = subprocess.run([sys.executable, '-c', script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    workdirs[devices], outputs[devices] = workdir, proc.stdout
+  one = [r['loss'] for r in read_metrics(workdirs[1], 'train')]
+  many = [r['loss'] for r in read_metrics(workdirs[n], 'train')]
+  assert len(one) == len(many) == 8
+  np.testing.assert_allclose(one, many, rtol=1e-4)
+  v1, vn = read_metrics(workdirs[1], 'validation'), read_metrics(workdirs[n], 'validation')
+  np.testing.assert_allclose([r['psnr'] for r in v1], [r['psnr'] for r in vn], rtol=1e-4)
+  # batch_size 12 is divisible by 1 device but not by 8.
+  assert 'not divisible by the 8 devices' in outputs[n]
+  assert 'NO ERROR' in outputs[1]
