@@ -328,6 +328,7 @@ def test_failed_download_names_url_and_leaves_nothing(tmp_path, monkeypatch):
   def offline(self, url_or_urls):
     raise ConnectionError('no network in this test')
   monkeypatch.setattr(tfds.download.DownloadManager, 'download', offline)
+  monkeypatch.setattr(sources, '_reachable', lambda url: True)  # the host answers, then fails
   data_dir = tmp_path / 'tfds'
   for fresh in (True, False):  # a new data_dir, then one holding a prepared data set
     if not fresh:
@@ -340,6 +341,23 @@ def test_failed_download_names_url_and_leaves_nothing(tmp_path, monkeypatch):
     assert 'downloading failed' in msg and '--config.data.source_dir=DIR' in msg
     assert leftovers(data_dir) == before
     assert not (data_dir / 'flax_cae_cinic10').exists()
+
+
+def test_unreachable_host_fails_fast_with_the_fix(tmp_path):
+  # Port 1 on localhost is closed: the check must say so rather than let TFDS retry.
+  assert not sources._reachable('http://127.0.0.1:1/cifar-10-python.tar.gz', timeout=2)
+  data_dir = tmp_path / 'tfds'
+  spec = sources.DATASETS['cifar10']
+  original = spec.files
+  object.__setattr__(spec, 'files', (builders.SourceFile(
+      original[0].name, 'http://127.0.0.1:1/cifar-10-python.tar.gz'),))
+  try:
+    with pytest.raises(DataError, match=r'127\.0\.0\.1 cannot be reached from this machine.*'
+                       r'--config\.data\.source_dir=DIR'):
+      sources.get_source('cifar10', 'train', data_dir=data_dir, download=True)
+  finally:
+    object.__setattr__(spec, 'files', original)
+  assert not data_dir.exists() or not any(data_dir.iterdir())
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ import dataclasses
 import operator
 import os
 import shutil
+import socket
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,17 @@ class _Undo:
             target.unlink(missing_ok=True)
 
 
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+  """Whether a TCP connection to the URL's host opens within `timeout` seconds."""
+  parts = urllib.parse.urlparse(url)
+  port = parts.port or (443 if parts.scheme == 'https' else 80)
+  try:
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
 def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
             image_size=None, channels=None):
   """Prepares a data set in data_dir (once; later calls reuse it) and returns its TFDS builder.
@@ -198,6 +211,12 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
       raise builders.missing_files_error(
           name, spec.files,
           f'the data set is not prepared in {data_dir!r} and downloading is off')
+    elif not _reachable(spec.files[0].url):
+      # TFDS would retry for minutes on an offline machine; say so at once instead.
+      raise builders.missing_files_error(
+          name, spec.files,
+          f'the data set is not prepared in {data_dir!r} and '
+          f'{urllib.parse.urlparse(spec.files[0].url).hostname} cannot be reached from this machine')
   undo = _Undo(builder)
   try:
     builder.download_and_prepare(
