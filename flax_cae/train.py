@@ -121,11 +121,8 @@ class Trainer:
 
     if on_device:
       def chunk(state, images, perm, offset):
-        def get_batch(j):
-          idx = jax.lax.dynamic_slice_in_dim(perm, (offset + j) * b, b)
-          batch = jnp.take(images, idx, axis=0)
-          return jax.lax.with_sharding_constraint(batch, self.data_sharding)
-        return run(state, get_batch)
+        return run(state, lambda j: pipeline.device_batch(
+            images, perm, offset + j, b, self.data_sharding))
       fn = jax.jit(chunk, in_shardings=(self.rep, self.data_sharding, self.rep, None),
                    out_shardings=(self.rep, self.rep), donate_argnums=0)
     else:
@@ -315,7 +312,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       ckpts.save(step, state, meta, metrics={BEST_METRIC: val[BEST_METRIC]})
 
   step = int(state.step)
-  perm = host_perm = None
+  perm = prefetch = None
+  b = config.batch_size
   # Throughput is timed from the end of the first call (compilation) to the last step.
   timed_images, timed_seconds, first_call = 0, 0.0, True
   seg_start = last_log = time.time()
@@ -324,15 +322,20 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     epoch, offset = divmod(step, steps_per_epoch)
     if offset == 0 or perm is None:
       perm = pipeline.epoch_permutation(config.seed, epoch, train.n, mesh)
-      host_perm = None if train.on_device else np.asarray(perm)
+      if not train.on_device:
+        # Read the rest of this epoch's chunks on a background thread, in order.
+        host_perm = np.asarray(perm)
+        chunks = [(o, min(steps_per_call, steps_per_epoch - o))
+                  for o in range(offset, steps_per_epoch, steps_per_call)]
+        prefetch = pipeline.Prefetcher(
+            lambda c, p=host_perm: train.host_batch(p[c[0] * b:(c[0] + c[1]) * b]).reshape(
+                c[1], b, *train.image_shape), chunks)
     k = min(steps_per_call, steps_per_epoch - offset)
     if train.on_device:
       state, loss = trainer.train_chunk(k, True)(state, train.images, perm, offset)
     else:
-      idx = host_perm[offset * config.batch_size:(offset + k) * config.batch_size]
-      batches = train.host_batch(idx).reshape(k, config.batch_size, *train.image_shape)
       state, loss = trainer.train_chunk(k, False)(
-          state, pipeline.to_global(batches, trainer.stacked_sharding))
+          state, pipeline.to_global(prefetch.get(), trainer.stacked_sharding))
     step += k
     log_losses.append(loss)
     if first_call:

@@ -216,3 +216,35 @@ def test_one_vs_many_devices(tmp_path, data_dir, n):
   # batch_size 12 is divisible by 1 device but not by 8.
   assert 'not divisible by the 8 devices' in outputs[n]
   assert 'NO ERROR' in outputs[1]
+
+
+def test_device_resident_split_and_batch_order(data_dir):
+  """A split on the device is the uint8 source padded with zero rows, sharded along the
+  batch axis; batch j of an epoch is images[perm[j*B:(j+1)*B]]."""
+  from flax_cae.data import sources
+  c = tiny_config(data_dir)
+  mesh = pipeline.make_mesh()
+  split = pipeline.load_split(c.data, 'train', mesh, pad_multiple=64)
+  assert split.on_device and split.n == 160 and split.images.shape == (192, 25, 25, 1)
+  assert split.images.dtype == np.uint8
+  assert split.images.sharding.spec == jax.sharding.PartitionSpec('data')
+  host = sources.load_arrays(sources.get_source('lfw_subset', 'train',
+                                                **pipeline.source_kwargs(c.data)))['image']
+  np.testing.assert_array_equal(np.asarray(split.images[:160]), host)
+  assert not np.asarray(split.images[160:]).any()
+  perm = pipeline.epoch_permutation(c.seed, 1, split.n, mesh)
+  gather = jax.jit(lambda im, p, j: pipeline.device_batch(
+      im, p, j, 40, pipeline.batch_sharding(mesh)))
+  for j in range(4):
+    expected = host[np.asarray(perm)[j * 40:(j + 1) * 40]]
+    np.testing.assert_array_equal(np.asarray(gather(split.images, perm, j)), expected)
+  # Streaming reads the same rows from the host source.
+  streamed = pipeline.load_split(_with_limit(c.data, 0), 'train', mesh, pad_multiple=64)
+  assert not streamed.on_device
+  np.testing.assert_array_equal(streamed.host_batch(np.asarray(perm)[:40]), host[np.asarray(perm)[:40]])
+
+
+def _with_limit(data_config, limit_mb):
+  d = data_config.copy_and_resolve_references()
+  d.device_memory_limit_mb = limit_mb
+  return d

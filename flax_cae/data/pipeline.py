@@ -44,6 +44,16 @@ def epoch_permutation(seed: int, epoch: int, n: int, mesh: Mesh) -> jax.Array:
   return perm
 
 
+def device_batch(images: jax.Array, perm: jax.Array, j, batch_size: int,
+                 sharding: NamedSharding) -> jax.Array:
+  """Batch j of an epoch, gathered on the devices: images[perm[j * B:(j + 1) * B]].
+
+  Traceable (used inside the compiled train step); the result is sharded along the batch axis.
+  """
+  idx = jax.lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
+  return jax.lax.with_sharding_constraint(jnp.take(images, idx, axis=0), sharding)
+
+
 @dataclasses.dataclass
 class Split:
   """One split of a data set.
