@@ -31,6 +31,12 @@ def _stage_sizes(opts: ModelOptions, strides) -> list[tuple[int, int]]:
   return sizes
 
 
+def _decoder_widths(opts: ModelOptions) -> list[int]:
+  """Output channels of the decoder's transposed convs: the encoder's widths in reverse,
+  ending at the image's channel count."""
+  return list(reversed(opts.widths[:-1])) + [opts.image_shape[2]]
+
+
 def _output(x):
   """Pixels in [0, 1], always float32 so losses and metrics are computed in full precision."""
   return nn.sigmoid(x.astype(jnp.float32))
@@ -64,7 +70,7 @@ class CAEDecoder(nn.Module):
     h, w = sizes[-1]
     x = _dense(h * w * o.widths[-1], o)(code['latent'])
     x = o.act(x).reshape(-1, h, w, o.widths[-1])
-    out_widths = list(reversed(o.widths[:-1])) + [o.image_shape[2]]
+    out_widths = _decoder_widths(o)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
       x = ConvTranspose(feat, 2, target, o.dtype)(x)
       if i < len(out_widths) - 1:
@@ -102,7 +108,7 @@ class BaseCAEDecoder(nn.Module):
     h, w = sizes[-1]
     x = norm_act_dropout(_dense(o.hidden_dim, o)(code['latent']), o, train, norm=False)
     x = _dense(h * w * o.widths[-1], o)(x).reshape(-1, h, w, o.widths[-1])
-    out_widths = list(reversed(o.widths[:-1])) + [o.image_shape[2]]
+    out_widths = _decoder_widths(o)
     n = len(out_widths)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
       x = ConvTranspose(feat, 2, target, o.dtype)(x)
@@ -147,7 +153,7 @@ class ImprovedCAEDecoder(nn.Module):
     h, w = sizes[-1]
     x = _dense(h * w * o.widths[-1], o)(code['latent']).reshape(-1, h, w, o.widths[-1])
     x = norm_act_dropout(x, o, train, norm=False)
-    out_widths = list(reversed(o.widths[:-1])) + [o.image_shape[2]]
+    out_widths = _decoder_widths(o)
     for i, feat in enumerate(out_widths):
       stage = n - i  # the encoder stage this decoder stage mirrors
       if f'skip{stage}' in code:
