@@ -1,19 +1,76 @@
-"""Trains and evaluates one config: python launch.py --config=configs/X.py --workdir=DIR."""
+"""Trains and evaluates one config: python launch.py --config=configs/X.py --workdir=DIR.
 
-from absl import app, flags
+Bad input (a config, data set or workdir problem) ends with one sentence on stderr
+and exit status 2; --debug shows the full traceback instead.
+"""
+
+import sys
+
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from flax_cae import train
+from flax_cae.errors import UserError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', 'configs/default.py', 'Config file (a get_config()).')
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and pictures go.', required=True)
+flags.DEFINE_bool('debug', False, 'Show full tracebacks for configuration and data errors.')
+
+
+def _fail(message: str):
+  sys.stderr.write(f'flax-cae: error: {message}\n')
+  sys.exit(2)
+
+
+CONFIG_ERRORS = (OSError, SyntaxError, AttributeError, KeyError, TypeError, ValueError)
+
+
+def _config_error(e: Exception):
+  if isinstance(e, SyntaxError):
+    what = f'{e.msg} at {e.filename}, line {e.lineno}'
+  else:
+    what = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").strip(' \'"').split())
+  _fail(f'the config could not be loaded ({type(e).__name__}: {what}); check the '
+        '--config path, the file\'s syntax and the --config.* field names.')
+
+
+def _parse_flags(argv):
+  """absl's parser, but a config file that is missing or broken is one sentence, status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).strip().splitlines()[0])
+  except CONFIG_ERRORS as e:
+    if '--debug' in argv:
+      raise
+    _config_error(e)
+
+
+try:
+  # ml_collections loads the default config and checks --config.* names right here.
+  config_flags.DEFINE_config_file('config', 'configs/default.py', 'Config file (a get_config()).')
+except CONFIG_ERRORS as err:
+  if '--debug' in sys.argv:
+    raise
+  _config_error(err)
 
 
 def main(argv):
   del argv
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    config = FLAGS.config  # --config.* overrides are applied here
+  except CONFIG_ERRORS as e:
+    if FLAGS.debug:
+      raise
+    _config_error(e)
+  try:
+    train.train_and_evaluate(config, FLAGS.workdir)
+  except UserError as e:
+    if FLAGS.debug:
+      raise
+    logging.flush()
+    _fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -64,6 +64,11 @@ class Checkpoints:
                                 meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
 
+  def restore_meta(self, step: int) -> dict:
+    """Only the JSON record of `step` (cheap; used to check a workdir before restoring)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored['meta'])
+
   def restore_raw(self, step: int) -> tuple[dict, dict]:
     """Restores `step` as plain nested dicts of arrays, without a template (for inspection)."""
     restored = self.manager.restore(

@@ -13,6 +13,10 @@ class DataError(UserError):
   """A data set is missing, cannot be downloaded, or holds an unreadable file."""
 
 
+class DivergedError(UserError):
+  """The loss became NaN or Inf; the run stopped without saving the broken state."""
+
+
 def unknown_name(kind: str, name: str, valid) -> ConfigError:
   """The registries' shared error: lists the valid names so a typo is easy to fix."""
   return ConfigError(

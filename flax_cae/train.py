@@ -28,6 +28,8 @@ from flax_cae import optim
 from flax_cae import writers
 from flax_cae.checkpoint import BEST_METRIC, Checkpoints
 from flax_cae.data import pipeline
+from flax_cae import errors
+from flax_cae.data import sources
 from flax_cae.errors import ConfigError
 
 # Steps per device call when config.steps_per_call is 0 ("auto"). On XLA's CPU backend
@@ -206,6 +208,16 @@ def validate(config, n_devices: int):
           f'choose a multiple of {n_devices} (e.g. --config.{key}={n_devices * max(1, config[key] // n_devices)}).')
   if config.steps_per_call < 0:
     raise ConfigError('steps_per_call must be >= 0 (0 picks the backend default).')
+  # Names and values that need no data: checked before anything is read or written.
+  losses_lib.get_loss(config.loss)
+  optim.make_optimizer(config.optimizer, 1, config.num_epochs)
+  if config.model.name not in models_lib.MODELS:
+    raise errors.unknown_name('model', config.model.name, models_lib.MODELS)
+  metric = config.early_stopping.metric
+  if metric not in MINIMIZED + ('psnr', 'ssim'):
+    raise errors.unknown_name('early-stopping metric', metric, MINIMIZED + ('psnr', 'ssim'))
+  if config.data.name not in sources.dataset_names():
+    raise errors.unknown_name('data set', config.data.name, sources.dataset_names())
 
 
 def load_data(config, mesh):
@@ -263,20 +275,36 @@ def _train_and_evaluate(config, workdir: str) -> dict:
                f'{n_params:,}', steps_per_call,
                '' if train.on_device else ', training data streamed from the host')
   logging.info('%s', models_lib.describe_bottleneck(bneck))
-  if writers.is_writer():
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+  if bneck['compression_ratio'] <= 1:
+    logging.warning('The code (%d floats) is at least as large as the input (%d): this model '
+                    'compresses nothing (fine for denoising, not for compression studies).',
+                    bneck['floats'], bneck['input_floats'])
 
   ckpts = Checkpoints(os.path.join(os.path.abspath(workdir), 'checkpoints'),
                       keep=config.keep_checkpoints)
   meta = {'epoch': 0, 'best_step': None, 'best_psnr': None, 'best_es': None,
           'bad_evals': 0, 'stopped_early': False, 'train_seconds': 0.0, 'images_per_second': None}
+  # What fixes the parameters' shapes and meaning; a workdir may only resume the same.
+  options = models_lib.model_options(model)
+  model_record = json.loads(json.dumps({'name': config.model.name, **{
+      k: options[k] for k in ('image_shape', 'latent_dim', 'widths', 'hidden_dim',
+                              'batch_norm', 'skips')}}))
+  meta['model'] = model_record
   if ckpts.latest_step() is not None:
     step = ckpts.latest_step()
+    saved = ckpts.restore_meta(step).get('model')
+    if saved is not None and saved != model_record:
+      diff = {k: (saved.get(k), v) for k, v in model_record.items() if saved.get(k) != v}
+      raise ConfigError(
+          f'{workdir!r} holds checkpoints of a different model (saved vs now: {diff}); '
+          'use a new --workdir, or the config that wrote those checkpoints.')
     state, meta = ckpts.restore(step, state)
     logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step, meta['epoch'],
                  workdir)
 
+  if writers.is_writer():
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
   writer = writers.MetricWriter(workdir)
   es_metric = config.early_stopping.metric
   es_sign = -1.0 if es_metric in MINIMIZED else 1.0
@@ -318,6 +346,22 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   timed_images, timed_seconds, first_call = 0, 0.0, True
   seg_start = last_log = time.time()
   log_losses, log_start = [], step
+
+  def check_finite(losses):
+    """Stops on a NaN/Inf loss, naming the step; the last good checkpoint stays on disk."""
+    if not losses:
+      return float('nan')
+    values = jax.device_get([loss for _, loss in losses])
+    for (at, _), value in zip(losses, values):
+      if not np.isfinite(value).all():
+        good = ckpts.latest_step()
+        raise errors.DivergedError(
+            f'The training loss became {float(np.mean(value))} at step {at}; the last good '
+            f'checkpoint ({"none yet" if good is None else f"step {good}"}) is kept in '
+            f'{workdir!r}; lower --config.optimizer.learning_rate or set '
+            '--config.optimizer.grad_clip_norm and run again.')
+    return float(np.mean([np.mean(v) for v in values]))
+
   while step < total_steps and not meta['stopped_early']:
     epoch, offset = divmod(step, steps_per_epoch)
     if offset == 0 or perm is None:
@@ -337,7 +381,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       state, loss = trainer.train_chunk(k, False)(
           state, pipeline.to_global(prefetch.get(), trainer.stacked_sharding))
     step += k
-    log_losses.append(loss)
+    log_losses.append((step, loss))
     if first_call:
       jax.block_until_ready(state)
       meta['train_seconds'] += time.time() - seg_start
@@ -346,7 +390,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       timed_images += k * config.batch_size
     epoch_done = step % steps_per_epoch == 0
     if time.time() - last_log >= config.log_every_seconds or step == total_steps:
-      mean_loss = float(np.mean(jax.device_get(log_losses)))  # the only host sync per log
+      mean_loss = check_finite(log_losses)  # the only host sync per log
       now = time.time()
       rate = (step - log_start) * config.batch_size / max(now - last_log, 1e-9)
       lr = float(trainer.schedule(step))
@@ -360,7 +404,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       epoch += 1
       if (epoch % config.eval_every_epochs == 0 or epoch % config.checkpoint_every_epochs == 0
           or step == total_steps):
-        jax.block_until_ready(state)
+        check_finite(log_losses)  # never evaluate or save a diverged model
         seconds = time.time() - seg_start
         meta['train_seconds'] += seconds
         timed_seconds += seconds

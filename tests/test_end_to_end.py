@@ -51,6 +51,7 @@ def test_launch_s1_skip_config_on_mnist(tmp_path):
                '--config.num_epochs=1', '--config.batch_size=100', '--config.eval_batch_size=50')
   # 28x28 digits: latent 256 + 14x14x16 + 7x7x32 + 4x4x64 + 4x4x128 skip floats > 784 pixels.
   assert 'bottleneck: 8032 floats' in log and 'nothing is compressed' in log
+  assert 'this model compresses nothing' in log   # the one-line warning
   results = json.loads((workdir / 'results.json').read_text())
   assert results['bottleneck_floats'] == 8032 and results['compression_ratio'] < 1
   assert results['image_shape'] == [28, 28, 1] and results['total_steps'] == 5

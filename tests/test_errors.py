@@ -1,0 +1,108 @@
+"""Bad input ends with one sentence, exit status 2 and the workdir's checkpoints untouched."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from flax_cae import errors, train
+from test_training import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(*flags):
+  proc = subprocess.run([sys.executable, 'launch.py', *flags], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  errors_ = [l for l in proc.stderr.splitlines() if l.startswith('flax-cae: error:')]
+  return proc.returncode, errors_, proc.stderr
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+BAD_FLAGS = [
+    (['--config.model.name=resnet'], 'valid model names are: base_cae, cae, improved_cae'),
+    (['--config.optimizer.name=adamm'], 'valid optimizer names are:'),
+    (['--config.loss.name=mae'], 'valid loss names are:'),
+    (['--config.optimizer.schedule.name=cosine'], 'valid schedule names are:'),
+    (['--config.data.name=imagenet'], 'valid data set names are: cifar10, cinic10'),
+    (['--config.optimizer.learning_rate=-0.1'], 'learning_rate must be > 0'),
+    (['--config.optimizer.learning_rate=0.0'], 'learning_rate must be > 0'),
+    (['--config.batch_size=0'], 'batch_size must be a positive integer'),
+    (['--config.num_epochs=-3'], 'num_epochs must be a positive integer'),
+    (['--config=configs/no_such_config.py'], 'no_such_config.py'),
+    (['--config.optimizer.learnin_rate=1'], 'Did you mean "learning_rate"'),
+    (['--config.data.name=cifar10', '--config.data.download=False'],
+     'needs cifar-10-python.tar.gz'),
+]
+
+
+@pytest.mark.parametrize('flags,expected', BAD_FLAGS, ids=[' '.join(f) for f, _ in BAD_FLAGS])
+def test_bad_input_is_one_sentence_and_status_2(tmp_path, data_dir, flags, expected):
+  rc, lines, stderr = launch(*flags, f'--workdir={tmp_path / "run"}',
+                             f'--config.data.data_dir={data_dir}')
+  assert rc == 2, stderr[-2000:]
+  assert len(lines) == 1 and expected in lines[0], stderr[-2000:]
+  assert 'Traceback' not in stderr
+
+
+def test_config_syntax_error_names_the_line(tmp_path):
+  bad = tmp_path / 'bad_config.py'
+  bad.write_text('def get_config(:\n  pass\n')
+  rc, lines, stderr = launch(f'--config={bad}', f'--workdir={tmp_path / "run"}')
+  assert rc == 2 and len(lines) == 1 and 'Traceback' not in stderr
+  assert f'SyntaxError: invalid syntax at {bad}, line 1' in lines[0]
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+  rc, lines, stderr = launch('--config.model.name=resnet', '--debug',
+                             f'--workdir={tmp_path / "run"}')
+  assert rc != 0 and 'Traceback' in stderr and 'ConfigError' in stderr
+
+
+def test_unreadable_file_in_image_folder_is_named(tmp_path):
+  root = tmp_path / 'images'
+  (root / 'faces').mkdir(parents=True)
+  Image.new('RGB', (8, 8), (200, 10, 10)).save(root / 'faces' / 'a.png')
+  (root / 'faces' / 'notes.txt').write_text('not an image')
+  rc, lines, stderr = launch('--config.data.name=image_folder', f'--config.data.source_dir={root}',
+                             f'--config.data.data_dir={tmp_path / "tfds"}',
+                             f'--workdir={tmp_path / "run"}')
+  assert rc == 2 and len(lines) == 1, stderr[-2000:]
+  assert 'notes.txt' in lines[0]
+
+
+def snapshot(directory):
+  return sorted((os.path.relpath(os.path.join(d, f), directory),
+                 os.path.getmtime(os.path.join(d, f)))
+                for d, _, files in os.walk(directory) for f in files)
+
+
+def test_workdir_of_another_model_is_refused_and_kept(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_config(data_dir, num_epochs=1), str(workdir))
+  before = snapshot(workdir / 'checkpoints')
+  config_json = (workdir / 'config.json').read_text()
+  rc, lines, stderr = launch(f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+                             '--config.model.latent_dim=32')
+  assert rc == 2 and len(lines) == 1, stderr[-2000:]
+  assert 'holds checkpoints of a different model' in lines[0] and 'latent_dim' in lines[0]
+  assert snapshot(workdir / 'checkpoints') == before
+  assert (workdir / 'config.json').read_text() == config_json
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+  # A normal first epoch (checkpointed), then a learning rate 1e30 times larger.
+  workdir = tmp_path / 'run'
+  config = tiny_config(data_dir, num_epochs=3, **{
+      'optimizer.name': 'sgd', 'optimizer.schedule.name': 'step',
+      'optimizer.schedule.decay_rate': 1e30, 'optimizer.schedule.decay_epochs': (1,)})
+  with pytest.raises(errors.DivergedError, match=r'became (nan|inf).* at step \d+; the last good '
+                     r'checkpoint \(step 4\) is kept'):
+    train.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4']
