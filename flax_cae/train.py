@@ -7,9 +7,7 @@ stream are functions of (seed, step), so a run resumed from a checkpoint continu
 exactly as if it had never stopped.
 """
 
-import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any
