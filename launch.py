@@ -9,12 +9,19 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_cae import train
+from flax_cae import distributed, train
 from flax_cae.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and pictures go.', required=True)
 flags.DEFINE_bool('debug', False, 'Show full tracebacks for configuration and data errors.')
+# Many hosts (README "Many hosts"): explicit flags, or auto-detected TPU pods and SLURM jobs.
+flags.DEFINE_enum('distributed', 'auto', distributed.MODES,
+                  'Start jax.distributed: auto = when the flags below are given or JAX detects '
+                  'a multi-process cluster; on = always; off = never.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (many hosts).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (many hosts).')
+flags.DEFINE_integer('process_id', None, "This process's index, 0 .. num_processes - 1.")
 
 
 def _fail(message: str):
@@ -63,6 +70,8 @@ def main(argv):
     if FLAGS.debug:
       raise
     _config_error(e)
+  distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                         FLAGS.process_id)
   try:
     train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:

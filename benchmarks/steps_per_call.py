@@ -39,7 +39,7 @@ def measure(trainer, state, split, k, steps, batch, mesh):
       return trainer.train_chunk(k, True)(state, split.images, perm, offset)
     idx = host_perm[offset * batch:(offset + k) * batch]
     host = split.host_images[idx].reshape(k, batch, *split.image_shape)
-    return trainer.train_chunk(k, False)(state, pipeline.to_global(host, trainer.stacked_sharding))
+    return trainer.train_chunk(k, False)(state, pipeline.to_global(host, trainer.stacked_sharding, host.shape))
 
   state, loss = call(state, 0)
   jax.block_until_ready((state, loss))

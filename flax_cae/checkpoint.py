@@ -4,13 +4,24 @@ A best-only policy (orbax's `max_to_keep` with `best_fn`) may delete the newest
 checkpoint, which a resumed run needs; we combine two preservation policies instead.
 Each checkpoint holds the train state (arrays) and a small JSON record (epoch,
 early-stopping counters, best step) so a restarted run continues exactly.
+
+Killed while saving, orbax leaves a `<step>.orbax-checkpoint-tmp-*` directory
+that is never taken for a checkpoint; we say so and remove it. A finished
+checkpoint that no longer reads (a damaged file) is moved to
+`checkpoints.unreadable/` (kept, not deleted) and the previous one is used.
 """
 
+import glob
 import logging as py_logging
+import os
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
 BEST_METRIC = 'psnr'  # validation PSNR in dB, higher is better
@@ -34,13 +45,26 @@ class Checkpoints:
 
   def __init__(self, directory: str, keep: int):
     quiet_orbax()
+    self.directory = directory
+    half_written = sorted(glob.glob(os.path.join(directory, f'*{ocp.utils.TMP_DIR_SUFFIX}*')))
     policy = cm.AnyPreservationPolicy([
         cm.LatestN(n=keep),
-        # Sorted ascending by PSNR, BestN keeps the last (highest) one.
-        cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1),
+        # Sorted ascending by PSNR, BestN keeps the last (highest) one. Checkpoints saved
+        # without metrics (on SIGTERM) are left to LatestN.
+        cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+                 keep_checkpoints_without_metrics=False),
     ])
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
-    self.manager = ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                           cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(
+        directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
+    for path in half_written:
+      step = os.path.basename(path).split('.')[0]
+      logging.warning('The checkpoint of step %s in %s was left half-written (the run was '
+                      'stopped while saving it) and is ignored; falling back to %s.',
+                      step, directory, self._previous(int(step) if step.isdigit() else None))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -70,11 +94,57 @@ class Checkpoints:
     return dict(restored['meta'])
 
   def restore_raw(self, step: int) -> tuple[dict, dict]:
-    """Restores `step` as plain nested dicts of arrays, without a template (for inspection)."""
+    """Restores `step` as nested dicts of arrays on this process's first device, whatever
+    the devices and hosts that saved it (for inspection and tests)."""
+    one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
+                            self.manager.item_metadata(step)['state'])
     restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                       meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
+
+  def _previous(self, step: int | None) -> str:
+    older = [s for s in self.all_steps() if step is None or s < step]
+    return f'the checkpoint of step {max(older)}' if older else 'a fresh start (no older checkpoint)'
+
+  def restore_latest(self, like: Any, check_meta: Callable[[dict], None] = lambda meta: None
+                     ) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest checkpoint that reads, or None if there is none.
+
+    `check_meta` sees each checkpoint's JSON record first and may raise (a workdir of
+    another model is a user error, not damage). A checkpoint that fails to read is
+    moved to `<directory>.unreadable/<step>` with a warning naming it, and the next
+    older one is tried.
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        meta = self.restore_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+        continue
+      check_meta(meta)
+      try:
+        state, meta = self.restore(step, like)
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+        continue
+      return step, state, meta
+    return None
+
+  def _set_aside(self, step: int, error: Exception):
+    target = base = os.path.join(f'{self.directory}.unreadable', str(step))
+    while os.path.exists(target):  # set aside before at this step: keep both
+      target = f'{base}-{len(glob.glob(base + "*"))}'
+    reason = ' '.join(str(error).split())[:200]
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    multihost_utils.sync_global_devices(f'flax_cae_set_aside_{step}')
+    self.manager.reload()
+    logging.warning('The checkpoint of step %d in %s cannot be read (%s: %s); it was moved to %s '
+                    'and the run falls back to %s.', step, self.directory, type(error).__name__,
+                    reason, target, self._previous(step))
 
   def wait(self):
     self.manager.wait_until_finished()

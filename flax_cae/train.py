@@ -9,6 +9,8 @@ exactly as if it had never stopped.
 
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -18,16 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
+from flax_cae import errors, optim, writers
 from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
 from flax_cae import models as models_lib
-from flax_cae import optim
-from flax_cae import writers
 from flax_cae.checkpoint import BEST_METRIC, Checkpoints
-from flax_cae.data import pipeline
-from flax_cae import errors
-from flax_cae.data import sources
+from flax_cae.data import pipeline, sources
 from flax_cae.errors import ConfigError
 
 # Steps per device call when config.steps_per_call is 0 ("auto"). On XLA's CPU backend
@@ -81,8 +81,9 @@ class Trainer:
                         batch_stats=variables.get('batch_stats', {}),
                         opt_state=self.tx.init(params))
 
-    key = jax.random.fold_in(jax.random.key(self.config.seed), -1 % 2**31)
-    return jax.jit(init, out_shardings=self.rep)(key)
+    # The key is made inside the compiled function: nothing crosses processes.
+    return jax.jit(lambda: init(jax.random.fold_in(jax.random.key(self.config.seed),
+                                                   -1 % 2**31)), out_shardings=self.rep)()
 
   # --- training ------------------------------------------------------------------
 
@@ -169,25 +170,36 @@ class Trainer:
     return self._eval_slice
 
   def evaluate(self, state, split: pipeline.Split) -> dict:
-    """Mean metrics over the whole split: MSE, L1, PSNR (dB), SSIM, loss."""
+    """Mean metrics over the whole split: MSE, L1, PSNR (dB), SSIM, loss, and the count."""
     b = self.config.eval_batch_size
     total = None
     for start in range(0, split.n, b):
       if split.on_device:
         sums = self.eval_slice(state, split.images, start, split.n)
-      else:
-        idx = np.arange(start, min(start + b, split.n))
-        batch = pipeline.pad_rows(split.host_batch(idx), b)
-        mask = np.arange(b) < len(idx)
-        sums = self.eval_batch(state, pipeline.to_global(batch, self.data_sharding),
-                               pipeline.to_global(mask, self.data_sharding))
+      else:  # rows past n are zero padding, masked out; each process reads its own rows
+        idx = np.arange(start, start + b)
+        mask = idx[pipeline.process_rows(self.data_sharding, b)] < split.n
+        sums = self.eval_batch(state, split.global_batch(idx, self.data_sharding),
+                               pipeline.to_global(mask, self.data_sharding, (b,)))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    return {k: float(v) for k, v in metrics_lib.finalize(jax.device_get(total)).items()}
+    total = jax.device_get(total)
+    means = {k: float(v) for k, v in metrics_lib.finalize(total).items()}
+    return {**means, 'count': int(total['count'])}  # images counted: the split's size
 
   def reconstruct(self, state, images_u8: np.ndarray) -> np.ndarray:
+    """Reconstructions of a few host images (the same on every process)."""
     if not hasattr(self, '_recon_fn'):
-      self._recon_fn = jax.jit(lambda s, x: self._reconstruct(s, to_float(x)))
-    return np.asarray(self._recon_fn(state, images_u8))
+      self._recon_fn = jax.jit(lambda s, x: self._reconstruct(s, to_float(x)),
+                               in_shardings=(self.rep, self.rep), out_shardings=self.rep)
+    x = pipeline.to_global(images_u8, self.rep, images_u8.shape)
+    return pipeline.host_copy(self._recon_fn(state, x))
+
+  def sample_images(self, split: pipeline.Split, n: int) -> np.ndarray:
+    """The first n images of a split, as numpy on every process."""
+    n = min(n, split.n)
+    if split.on_device:
+      return pipeline.host_copy(jax.jit(lambda x: x[:n], out_shardings=self.rep)(split.images))
+    return split.host_batch(np.arange(n))
 
 
 # --- the loop ------------------------------------------------------------------------
@@ -220,6 +232,12 @@ def validate(config, n_devices: int):
 
 def load_data(config, mesh):
   n_dev = mesh.devices.size
+  if jax.process_count() > 1:  # one process prepares a missing data set, the others wait
+    if jax.process_index() == 0:
+      kw = pipeline.source_kwargs(config.data)
+      kw.pop('validation_size'), kw.pop('test_size')
+      sources.prepare(config.data.name, **kw)
+    multihost_utils.sync_global_devices('flax_cae_data_prepared')
   splits = {
       'train': pipeline.load_split(config.data, 'train', mesh, n_dev),
       'validation': pipeline.load_split(config.data, 'validation', mesh, config.eval_batch_size),
@@ -243,11 +261,42 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # Partitionable threefry (JAX's default) lets each device draw only its shard of the
   # dropout masks, but XLA's CPU compiler takes ~10 s more per run on it; on CPU we use
   # the classic stream. Either way the numbers do not depend on the device count.
-  with jax.threefry_partitionable(jax.default_backend() != 'cpu'):
-    return _train_and_evaluate(config, workdir)
+  with jax.threefry_partitionable(jax.default_backend() != 'cpu'), StopOnSigterm() as stop:
+    return _train_and_evaluate(config, workdir, stop)
 
 
-def _train_and_evaluate(config, workdir: str) -> dict:
+class StopOnSigterm:
+  """SIGTERM (how pods and SLURM preempt) asks the loop to save and stop, not to die.
+
+  One process: a Python signal handler sets a flag the loop reads after each call.
+  Many processes: JAX's preemption service (started by jax.distributed) catches the
+  signal on any host and `reached_preemption_sync_point` turns True on all of them at
+  the same call, so they save the same step together.
+  """
+
+  def __enter__(self):
+    self.signalled = False
+    self.previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.signalled = True
+    logging.warning('SIGTERM received: saving a checkpoint after the current step.')
+
+  def reached(self, call_index: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(call_index)
+    return self.signalled
+
+  def __exit__(self, *exc):
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
+def _train_and_evaluate(config, workdir: str, stop: StopOnSigterm) -> dict:
   mesh = pipeline.make_mesh()
   n_dev = mesh.devices.size
   if not config.get('eval_batch_size'):
@@ -288,17 +337,19 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       k: options[k] for k in ('image_shape', 'latent_dim', 'widths', 'hidden_dim',
                               'batch_norm', 'skips')}}))
   meta['model'] = model_record
-  if ckpts.latest_step() is not None:
-    step = ckpts.latest_step()
-    saved = ckpts.restore_meta(step).get('model')
+
+  def check_model(saved_meta):
+    saved = saved_meta.get('model')
     if saved is not None and saved != model_record:
       diff = {k: (saved.get(k), v) for k, v in model_record.items() if saved.get(k) != v}
       raise ConfigError(
           f'{workdir!r} holds checkpoints of a different model (saved vs now: {diff}); '
           'use a new --workdir, or the config that wrote those checkpoints.')
-    state, meta = ckpts.restore(step, state)
-    logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step, meta['epoch'],
-                 workdir)
+  restored = ckpts.restore_latest(state, check_model)
+  if restored is not None:
+    step, state, meta = restored
+    logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step,
+                 step // steps_per_epoch, workdir)
 
   if writers.is_writer():
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -314,7 +365,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     writer.write(step, 'validation', val)
     logging.info('epoch %d step %d validation: %s', epoch, step,
                  ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
-    sample = _sample_images(splits['validation'], config.num_sample_images)
+    sample = trainer.sample_images(splits['validation'], config.num_sample_images)
     grid = writers.reconstruction_grid(sample / 255.0, trainer.reconstruct(state, sample))
     if writers.is_writer():
       writers.save_png(os.path.join(workdir, 'reconstructions', f'step_{step:08d}.png'), grid)
@@ -360,24 +411,26 @@ def _train_and_evaluate(config, workdir: str) -> dict:
             '--config.optimizer.grad_clip_norm and run again.')
     return float(np.mean([np.mean(v) for v in values]))
 
+  calls = 0
   while step < total_steps and not meta['stopped_early']:
     epoch, offset = divmod(step, steps_per_epoch)
     if offset == 0 or perm is None:
       perm = pipeline.epoch_permutation(config.seed, epoch, train.n, mesh)
       if not train.on_device:
         # Read the rest of this epoch's chunks on a background thread, in order.
-        host_perm = np.asarray(perm)
+        # Each process reads only its devices' rows of each [k, B] chunk.
+        host_perm = pipeline.host_copy(perm)
         chunks = [(o, min(steps_per_call, steps_per_epoch - o))
                   for o in range(offset, steps_per_epoch, steps_per_call)]
         prefetch = pipeline.Prefetcher(
-            lambda c, p=host_perm: train.host_batch(p[c[0] * b:(c[0] + c[1]) * b]).reshape(
-                c[1], b, *train.image_shape), chunks)
+            lambda c, p=host_perm: train.global_batch(
+                p[c[0] * b:(c[0] + c[1]) * b].reshape(c[1], b), trainer.stacked_sharding, axis=1),
+            chunks)
     k = min(steps_per_call, steps_per_epoch - offset)
     if train.on_device:
       state, loss = trainer.train_chunk(k, True)(state, train.images, perm, offset)
     else:
-      state, loss = trainer.train_chunk(k, False)(
-          state, pipeline.to_global(prefetch.get(), trainer.stacked_sharding))
+      state, loss = trainer.train_chunk(k, False)(state, prefetch.get())
     step += k
     log_losses.append((step, loss))
     if first_call:
@@ -409,6 +462,18 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         evaluate_and_save(step, epoch)
         seg_start = last_log = time.time()
         log_losses, log_start = [], step
+    calls += 1
+    if stop.reached(calls) and step < total_steps and not meta['stopped_early']:
+      check_finite(log_losses)
+      if step not in ckpts.all_steps():  # not just saved at an epoch's end
+        meta['epoch'] = step // steps_per_epoch
+        meta['train_seconds'] += time.time() - seg_start
+        ckpts.save(step, state, meta)
+      ckpts.close()
+      writer.close()
+      logging.warning('Stopped by SIGTERM at step %d of %d; its checkpoint is in %s. Run the '
+                      'same command to resume.', step, total_steps, ckpts.directory)
+      return {'preempted': True, 'step': step, 'total_steps': total_steps}
   if timed_images:
     meta['images_per_second'] = timed_images / max(timed_seconds, 1e-9)
   ckpts.wait()
@@ -441,9 +506,3 @@ def _train_and_evaluate(config, workdir: str) -> dict:
                test['psnr'], test['ssim'], test['mse'], best_step)
   return results
 
-
-def _sample_images(split: pipeline.Split, n: int) -> np.ndarray:
-  n = min(n, split.n)
-  if split.on_device:
-    return np.asarray(split.images[:n])
-  return split.host_batch(np.arange(n))

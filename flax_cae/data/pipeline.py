@@ -2,8 +2,13 @@
 
 Both paths see examples in the same order: epoch e of a run with seed s visits
 `epoch_permutation(s, e, n)`, computed on device and independent of the number of
-devices, so 1 and 8 devices train on identical batches. Pixels stay uint8 until
-the compiled step converts them to float in [0, 1].
+devices and processes, so 1 and 8 devices, or 1 and 2 hosts, train on identical
+batches. Pixels stay uint8 until the compiled step converts them to float in [0, 1].
+
+On many hosts each process reads only the rows its own devices hold: its block of
+a device-resident split, and its slice of every streamed batch (the same
+per-process split `tfds.split_for_jax_process` makes, but of each global batch, so
+the order does not depend on the process count).
 """
 
 import dataclasses
@@ -15,7 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from flax_cae.data import sources
 
@@ -23,9 +29,13 @@ DATA_AXIS = 'data'
 
 
 def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over every device (of every process): pure data parallelism."""
-  devices = np.asarray(devices if devices is not None else jax.devices())
-  return Mesh(devices, (DATA_AXIS,))
+  """A 1-D mesh over every device (of every process): pure data parallelism.
+
+  Devices are ordered by process, so each process holds one contiguous block of
+  rows of every batch and reads exactly that block.
+  """
+  devices = devices if devices is not None else jax.devices()
+  return Mesh(np.asarray(sorted(devices, key=lambda d: (d.process_index, d.id))), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -38,10 +48,29 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def epoch_permutation(seed: int, epoch: int, n: int, mesh: Mesh) -> jax.Array:
   """The order of the n training examples in `epoch`: depends on (seed, epoch) only."""
-  key = jax.random.fold_in(jax.random.key(seed), epoch)
-  perm = jax.jit(lambda k: jax.random.permutation(k, n).astype(jnp.int32),
-                 out_shardings=replicated(mesh))(key)
-  return perm
+
+  def perm(seed, epoch):  # the key is made inside: no host array crosses processes
+    key = jax.random.fold_in(jax.random.key(seed), epoch)
+    return jax.random.permutation(key, n).astype(jnp.int32)
+  return jax.jit(perm, out_shardings=replicated(mesh))(seed, epoch)
+
+
+def process_rows(sharding: NamedSharding, n_rows: int, axis: int = 0) -> slice:
+  """The rows [start, stop) along `axis` (of length n_rows) that this process's devices hold."""
+  shape = (1,) * axis + (n_rows,)
+  spans = [index[axis].indices(n_rows)[:2]
+           for index in sharding.addressable_devices_indices_map(shape).values()]
+  return slice(min(a for a, _ in spans), max(b for _, b in spans))
+
+
+def to_global(local: np.ndarray, sharding: NamedSharding, global_shape) -> jax.Array:
+  """This process's rows (see `process_rows`) -> one global array over every process."""
+  return jax.make_array_from_process_local_data(sharding, local, tuple(global_shape))
+
+
+def host_copy(x: jax.Array) -> np.ndarray:
+  """A replicated global array as numpy on every process (no cross-host transfer)."""
+  return np.asarray(x.addressable_data(0))
 
 
 def device_batch(images: jax.Array, perm: jax.Array, j, batch_size: int,
@@ -66,7 +95,6 @@ class Split:
   n: int
   image_shape: tuple[int, int, int]
   images: jax.Array | None = None
-  labels: np.ndarray | None = None
   source: Any = None
 
   @property
@@ -77,11 +105,25 @@ class Split:
     """uint8 [len(indices), H, W, C] read from the host source (streaming path)."""
     return sources.load_arrays(self.source, indices)['image']
 
+  def global_batch(self, indices: np.ndarray, sharding: NamedSharding, axis: int = 0) -> jax.Array:
+    """Images at `indices` (any shape; axis `axis` is the sharded batch axis; entries
+    outside [0, n) give zero padding) as a global array. Each process reads only the
+    rows its devices hold."""
+    rows = process_rows(sharding, indices.shape[axis], axis)
+    local = indices[(slice(None),) * axis + (rows,)]
+    flat = local.ravel()
+    valid = (flat >= 0) & (flat < self.n)
+    out = np.zeros((flat.size, *self.image_shape), np.uint8)
+    if valid.any():
+      out[valid] = self.host_batch(flat[valid])
+    return to_global(out.reshape(*local.shape, *self.image_shape), sharding,
+                     (*indices.shape, *self.image_shape))
 
-def pad_rows(x: np.ndarray, multiple: int) -> np.ndarray:
-  extra = (-len(x)) % multiple
-  if extra:
-    x = np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+
+def pad_to(x: np.ndarray, length: int) -> np.ndarray:
+  """x with zero rows appended up to `length` rows."""
+  if len(x) < length:
+    x = np.concatenate([x, np.zeros((length - len(x), *x.shape[1:]), x.dtype)])
   return x
 
 
@@ -94,10 +136,16 @@ def load_split(data_config, split: str, mesh: Mesh, pad_multiple: int) -> Split:
   n = len(source)
   nbytes = n * int(np.prod(shape))
   if nbytes <= data_config.device_memory_limit_mb * 2**20:
-    arrays = sources.load_arrays(source)
-    images = pad_rows(arrays['image'], pad_multiple)
-    on_device = jax.device_put(images, batch_sharding(mesh))
-    return Split(split, n, shape, images=on_device, labels=arrays['label'])
+    # Zero rows pad the split so every device holds as many rows; each process
+    # reads only its own block.
+    n_padded = n + (-n) % pad_multiple
+    sharding = batch_sharding(mesh)
+    rows = process_rows(sharding, n_padded)
+    real = np.arange(rows.start, min(rows.stop, n))
+    local = sources.load_arrays(source, real)['image'] if len(real) else np.zeros(
+        (0, *shape), np.uint8)
+    images = to_global(pad_to(local, rows.stop - rows.start), sharding, (n_padded, *shape))
+    return Split(split, n, shape, images=images)
   return Split(split, n, shape, source=source)
 
 
@@ -108,11 +156,6 @@ def source_kwargs(data_config) -> dict:
   if d.name == 'image_folder':
     kw.update(image_size=tuple(d.image_size), channels=d.channels)
   return kw
-
-
-def to_global(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """Host batch -> global array; on many hosts each passes its own rows."""
-  return jax.make_array_from_process_local_data(sharding, batch)
 
 
 class Prefetcher:
