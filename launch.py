@@ -70,8 +70,14 @@ def main(argv):
     if FLAGS.debug:
       raise
     _config_error(e)
-  distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
-                         FLAGS.process_id)
+  try:
+    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id)
+  except (ValueError, RuntimeError) as e:  # JAX's own messages; they name the missing piece
+    if FLAGS.debug:
+      raise
+    _fail(f'jax.distributed could not start ({" ".join(str(e).split())[:300]}); give all of '
+          '--coordinator_address, --num_processes and --process_id, or none on one machine.')
   try:
     train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:

@@ -7,6 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
+import launching
 from flax_cae import errors, train
 from test_training import tiny_config
 
@@ -49,6 +50,23 @@ def test_bad_input_is_one_sentence_and_status_2(tmp_path, data_dir, flags, expec
   assert rc == 2, stderr[-2000:]
   assert len(lines) == 1 and expected in lines[0], stderr[-2000:]
   assert 'Traceback' not in stderr
+
+
+def test_batch_size_the_devices_do_not_divide(tmp_path, data_dir):
+  proc = subprocess.run(
+      [sys.executable, 'launch.py', '--config.batch_size=6', f'--config.data.data_dir={data_dir}',
+       f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=launching.env(4))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert ('flax-cae: error: batch_size=6 is not divisible by the 4 devices in use; choose a '
+          'multiple of 4') in proc.stderr
+
+
+def test_half_given_many_host_flags_are_one_sentence(tmp_path):
+  code, errors_, _ = launch('--num_processes=2', f'--workdir={tmp_path}')
+  assert code == 2 and len(errors_) == 1
+  assert 'jax.distributed could not start' in errors_[0]
+  assert '--coordinator_address, --num_processes and --process_id' in errors_[0]
 
 
 def test_config_syntax_error_names_the_line(tmp_path):

@@ -4,13 +4,15 @@ localhost train exactly like 1 process x 4 devices, and their checkpoint restore
 import json
 import os
 import shutil
+import signal
+import time
 
 import jax
 import numpy as np
 import pytest
 
 from flax_cae import distributed, train
-from launching import run_processes, tiny_flags
+from launching import free_port, run_processes, start, tiny_flags
 from test_training import assert_trees_close, final_params, read_metrics, tiny_config
 
 
@@ -35,6 +37,11 @@ def test_two_processes_match_one(tmp_path, data_dir, data):
       assert all('process 1 of 2, 2 local / 4 global devices' in log for log in logs[1:])
       assert 'streamed from the host' in logs[0] if data == 'streamed' else True
   one, two = runs[1], runs[2]
+  if data == 'device':  # and 1 device in this process: the order ignores the device count
+    single = str(tmp_path / '1x1')
+    train.train_and_evaluate(tiny_config(data_dir), single)
+    np.testing.assert_allclose([r['loss'] for r in read_metrics(one, 'train')],
+                               [r['loss'] for r in read_metrics(single, 'train')], rtol=1e-4)
 
   # Only process 0 writes: one row per step, not one per process.
   train_one, train_two = read_metrics(one, 'train'), read_metrics(two, 'train')
@@ -93,3 +100,28 @@ def test_slurm_job_is_detected(monkeypatch):
   assert distributed.detected_cluster() == ('SlurmCluster', 2)
   monkeypatch.setenv('SLURM_NTASKS', '1')  # a 1-task job is one machine
   assert distributed.detected_cluster() is None
+
+
+def test_sigterm_on_one_host_stops_all_at_the_same_step(tmp_path, data_dir):
+  """JAX's preemption service: host 1 alone gets SIGTERM; both hosts save one step and exit 0."""
+  workdir = str(tmp_path / 'preempted')
+  port = free_port()
+  logs = [str(tmp_path / f'process_{i}.log') for i in range(2)]
+  procs = [start(tiny_flags(data_dir, workdir, num_epochs=50) + [
+      f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+      n_devices=2, log_path=logs[i]) for i in range(2)]
+  try:
+    deadline = time.time() + 240
+    while 'step 6/200' not in open(logs[0]).read():
+      assert time.time() < deadline and procs[0].poll() is None, open(logs[0]).read()[-3000:]
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  texts = [open(path).read() for path in logs]
+  assert codes == [0, 0], texts[1][-3000:]
+  stopped = [int(t.split('Stopped by SIGTERM at step ')[1].split()[0]) for t in texts]
+  assert stopped[0] == stopped[1] >= 6
+  assert str(stopped[0]) in os.listdir(os.path.join(workdir, 'checkpoints'))
