@@ -257,7 +257,8 @@ def _fmt_time(seconds: float) -> str:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config.model` on `config.data` in `workdir` (resuming if it holds checkpoints)
-  and returns the results dict also written to results.json."""
+  and returns the results dict also written to results.json; stopped by SIGTERM, it saves
+  and returns {'preempted': True, 'step': ..., 'total_steps': ...} instead."""
   # Partitionable threefry (JAX's default) lets each device draw only its shard of the
   # dropout masks, but XLA's CPU compiler takes ~10 s more per run on it; on CPU we use
   # the classic stream. Either way the numbers do not depend on the device count.
