@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
       dropout_rate=0.0,
       skips=(),                 # improved_cae: encoder stages (1-4) added across the bottleneck
       dtype='float32',          # compute dtype: float32 | bfloat16 (parameters stay float32)
+      transposed_conv='subpixel',  # subpixel | dilated: the same layer, two formulations
   ))
 
   c.loss = ml_collections.ConfigDict(dict(

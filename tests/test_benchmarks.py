@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,3 +23,53 @@ def test_steps_per_call_benchmark_runs(tmp_path):
   assert [(r['data'], r['steps_per_call']) for r in rows] == [
       ('device (uint8)', 1), ('device (uint8)', 2), ('host, streamed', 1)]
   assert all(r['images_per_second'] > 0 for r in rows)
+
+
+TINY = ['--batch_sizes=8', '--steps=2', '--n=64', '--image=16,16,1']
+
+
+def run_benchmark(*flags):
+  proc = subprocess.run([sys.executable, 'benchmarks/throughput.py', *TINY, *flags], cwd=ROOT,
+                        capture_output=True, text=True, timeout=900,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def test_throughput_covers_every_registered_model(tmp_path):
+  out = run_benchmark('--dtypes=float32,bfloat16', '--torch=none', '--epoch_images=64',
+                      f'--out={tmp_path / "t"}')
+  rows = json.loads((tmp_path / 't.json').read_text())['rows']
+  from flax_cae import models  # pylint: disable=g-import-not-at-top
+  expected = {n for n in models.MODELS} | {n + '+skips' for n, s in models.MODELS.items()
+                                           if s.allows_skips}
+  assert {r['model'] for r in rows} == expected
+  assert {r['dtype'] for r in rows} == {'float32', 'bfloat16'}
+  for r in rows:
+    assert r['train_ips'] > 0 and r['eval_ips'] > 0 and r['compile_s'] > 0 and r['epoch_s'] > 0
+    assert r['tflops'] > 0  # XLA's cost analysis gave a FLOP count
+  md = (tmp_path / 't.md').read_text()
+  assert md.startswith('Training throughput: ') and 'jax 0.' in md and 'commit ' in md
+  assert md.count('\n| ') == len(rows) + 1
+  assert (tmp_path / 't.csv').read_text().count('\n') == len(rows) + 1
+  assert '| train img/s |' in out
+
+
+def test_throughput_against_pytorch_in_the_same_run(tmp_path):
+  pytest.importorskip('torch', reason="PyTorch not installed: pip install -e '.[bench]'")
+  run_benchmark('--models=improved_cae', '--dtypes=float32', '--torch=eager',
+                '--epoch_images=0', f'--out={tmp_path / "t"}')
+  rows = json.loads((tmp_path / 't.json').read_text())['rows']
+  assert len(rows) == 2  # improved_cae with and without skips
+  for r in rows:
+    assert r['torch_eager_ips'] > 0
+    assert r['vs_torch_eager'] == pytest.approx(r['train_ips'] / r['torch_eager_ips'])
+    assert r['same_function_max_diff'] < 1e-4 and r['params'] > 0
+  assert 'parameters on both sides' in (tmp_path / 't.md').read_text()
+
+
+def test_scaling_runs_on_fake_devices(tmp_path):
+  run_benchmark('--scaling=1,2', '--models=base_cae', f'--out={tmp_path / "s"}')
+  rows = json.loads((tmp_path / 's.json').read_text())['rows']
+  assert [r['devices'] for r in rows] == [1, 2]
+  assert all(r['per_device_ips'] == pytest.approx(r['train_ips'] / r['devices']) for r in rows)

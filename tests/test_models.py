@@ -8,7 +8,7 @@ import pytest
 
 from flax_cae import models
 from flax_cae.errors import ConfigError
-from flax_cae.models.layers import ConvTranspose
+from flax_cae.models.layers import TRANSPOSED_CONVS, ConvTranspose
 
 
 def cfg(**kw):
@@ -126,12 +126,13 @@ def test_bfloat16_compute_keeps_float32_params():
   assert float(jnp.abs(y - ref).max()) < 0.05   # same function, lower precision
 
 
-def test_conv_transpose_matches_pytorch_definition():
+@pytest.mark.parametrize('formulation', TRANSPOSED_CONVS)
+def test_conv_transpose_matches_pytorch_definition(formulation):
   """out[o] = sum_{i, t: o = s*i - 1 + t} x[i] * w[t] (PyTorch ConvTranspose2d, padding 1),
   with the kernel as Flax stores it flipped, checked against a direct numpy loop."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
-  layer = ConvTranspose(features=5, stride=2, target=(6, 7))
+  layer = ConvTranspose(features=5, stride=2, target=(6, 7), formulation=formulation)
   v = layer.init(jax.random.key(0), x)
   y = np.asarray(layer.apply(v, x))
   w = np.asarray(v['params']['ConvTranspose_0']['kernel'])[::-1, ::-1]  # -> PyTorch orientation
@@ -147,6 +148,39 @@ def test_conv_transpose_matches_pytorch_definition():
   np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('size,target', [((4, 4), (8, 8)), ((4, 4), (7, 7)), ((7, 5), (13, 10)),
+                                         ((1, 1), (2, 1))])
+def test_subpixel_transposed_conv_equals_the_dilated_reference(size, target):
+  """The fast layer (sub-pixel) and XLA's zero-dilated transposed conv: same outputs and
+  gradients on random inputs and weights, at even and odd target sizes."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (3, *size, 6))
+  layers = {f: ConvTranspose(features=4, stride=2, target=target, formulation=f)
+            for f in TRANSPOSED_CONVS}
+  v = layers['dilated'].init(keys[1], x)
+  v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
+  assert jax.tree.structure(layers['subpixel'].init(keys[1], x)) == jax.tree.structure(v)
+  outs, grads = {}, {}
+  for f, layer in layers.items():
+    def loss(v, x, layer=layer):
+      return jnp.sum(jnp.sin(layer.apply(v, x)))
+    outs[f] = layer.apply(v, x)
+    grads[f] = jax.grad(loss, argnums=(0, 1))(v, x)
+  assert outs['subpixel'].shape == (3, *target, 4)
+  np.testing.assert_allclose(outs['subpixel'], outs['dilated'], rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads['subpixel']), jax.tree.leaves(grads['dilated'])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_models_with_either_formulation_are_the_same_function():
+  x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+  fast = models.build_model(cfg(name='base_cae'), (28, 28, 1))
+  ref = models.build_model(cfg(name='base_cae', transposed_conv='dilated'), (28, 28, 1))
+  v = fast.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
+  np.testing.assert_allclose(fast.apply(v, x)['reconstruction'], ref.apply(v, x)['reconstruction'],
+                             rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('bad,match', [
     (dict(name='resnet'), 'valid model names are: base_cae, cae, improved_cae'),
     (dict(activation='swish2'), 'valid activation names'),
@@ -154,6 +188,7 @@ def test_conv_transpose_matches_pytorch_definition():
     (dict(skips=(5,)), 'outside 1..4'),
     (dict(widths=(8, 16)), 'needs 4 entries'),
     (dict(dtype='float16'), 'valid dtype names'),
+    (dict(transposed_conv='fft'), 'valid transposed_conv names are: dilated, subpixel'),
     (dict(latent_dim=0), 'latent_dim must be a positive'),
 ])
 def test_bad_model_config(bad, match):

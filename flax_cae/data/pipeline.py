@@ -12,6 +12,7 @@ the order does not depend on the process count).
 """
 
 import dataclasses
+import functools
 import os
 import queue
 import threading
@@ -48,11 +49,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def epoch_permutation(seed: int, epoch: int, n: int, mesh: Mesh) -> jax.Array:
   """The order of the n training examples in `epoch`: depends on (seed, epoch) only."""
+  return _permutation_fn(n, mesh)(seed, epoch)
+
+
+@functools.lru_cache(maxsize=None)
+def _permutation_fn(n: int, mesh: Mesh):
+  """Compiled once per (n, mesh), not once per epoch."""
 
   def perm(seed, epoch):  # the key is made inside: no host array crosses processes
     key = jax.random.fold_in(jax.random.key(seed), epoch)
     return jax.random.permutation(key, n).astype(jnp.int32)
-  return jax.jit(perm, out_shardings=replicated(mesh))(seed, epoch)
+  return jax.jit(perm, out_shardings=replicated(mesh))
 
 
 def process_rows(sharding: NamedSharding, n_rows: int, axis: int = 0) -> slice:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from flax_cae.errors import ConfigError, unknown_name
 from flax_cae.models import autoencoders as ae
-from flax_cae.models.layers import ModelOptions
+from flax_cae.models.layers import TRANSPOSED_CONVS, ModelOptions
 
 
 class ModelSpec(NamedTuple):
@@ -42,7 +42,8 @@ def build_model(config, image_shape) -> ae.Autoencoder:
 
   `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
   activation, negative_slope, batch_norm, dropout_rate, skips, dtype ('float32' or
-  'bfloat16'; parameters stay float32 either way).
+  'bfloat16'; parameters stay float32 either way), transposed_conv ('subpixel' or
+  'dilated': two formulations of the same layer, see layers.ConvTranspose).
   """
   if config.name not in MODELS:
     raise unknown_name('model', config.name, MODELS)
@@ -61,6 +62,9 @@ def build_model(config, image_shape) -> ae.Autoencoder:
   dtype = config.get('dtype', 'float32')
   if dtype not in DTYPES:
     raise unknown_name('dtype', dtype, DTYPES)
+  transposed_conv = config.get('transposed_conv', 'subpixel')
+  if transposed_conv not in TRANSPOSED_CONVS:
+    raise unknown_name('transposed_conv', transposed_conv, TRANSPOSED_CONVS)
   for key in ('latent_dim', 'hidden_dim'):
     if config.get(key, 1) <= 0:
       raise ConfigError(f'model.{key} must be a positive integer, got {config.get(key)}.')
@@ -77,6 +81,7 @@ def build_model(config, image_shape) -> ae.Autoencoder:
       dropout_rate=config.get('dropout_rate', 0.0),
       skips=skips,
       dtype=DTYPES[dtype],
+      transposed_conv=transposed_conv,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
   return ae.Autoencoder(opts, spec.encoder, spec.decoder)

@@ -72,7 +72,7 @@ class CAEDecoder(nn.Module):
     x = o.act(x).reshape(-1, h, w, o.widths[-1])
     out_widths = _decoder_widths(o)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
       if i < len(out_widths) - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)
@@ -111,7 +111,7 @@ class BaseCAEDecoder(nn.Module):
     out_widths = _decoder_widths(o)
     n = len(out_widths)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
       if i < n - 1:
         # S1's code orders the last hidden stage ReLU-then-BN; kept as written.
         x = norm_act_dropout(x, o, train, norm_first=(i < n - 2))
@@ -158,7 +158,8 @@ class ImprovedCAEDecoder(nn.Module):
       stage = n - i  # the encoder stage this decoder stage mirrors
       if f'skip{stage}' in code:
         x = x + code[f'skip{stage}']
-      x = ConvTranspose(feat, strides[stage - 1], sizes[stage - 1], o.dtype)(x)
+      x = ConvTranspose(feat, strides[stage - 1], sizes[stage - 1], o.dtype,
+                        o.transposed_conv)(x)
       if i < n - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)

@@ -5,6 +5,7 @@ import functools
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from flax_cae.errors import ConfigError, unknown_name
@@ -38,6 +39,7 @@ class ModelOptions:
   dropout_rate: float = 0.0
   skips: tuple[int, ...] = ()
   dtype: Any = jnp.float32
+  transposed_conv: str = 'subpixel'  # or 'dilated' (XLA's zero-insertion form); same function
 
   @property
   def act(self) -> Callable:
@@ -49,6 +51,64 @@ def conv_out_size(size: int, stride: int) -> int:
   return -(-size // stride)
 
 
+TRANSPOSED_CONVS = ('subpixel', 'dilated')
+
+
+class _TransposedConvParams(nn.Module):
+  """nn.ConvTranspose's parameters (names, shapes, initialisers): both formulations below
+  share them, so checkpoints and parameter counts do not depend on the choice."""
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (3, 3, in_features, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return kernel, bias
+
+
+# Sub-pixel taps of a 3x3 stride-2 transposed conv: output row 2m takes kernel row 1 at
+# input row m; output row 2m+1 takes kernel row 0 at m and kernel row 2 at m + 1.
+# {output phase: {input offset: kernel index}}, the same for columns.
+_PHASE_TAPS = {0: {0: 1}, 1: {0: 0, 1: 2}}
+
+
+def subpixel_kernel(kernel: jax.Array) -> jax.Array:
+  """[3, 3, Cin, Cout] transposed-conv kernel -> [2, 2, Cin, 4 * Cout] stride-1 conv kernel
+  whose output channel (2 * ph + pw) * Cout + c is output pixel (2m + ph, 2n + pw)'s c."""
+  zero = jnp.zeros_like(kernel[0, 0])
+  rows = []
+  for a in (0, 1):
+    cols = []
+    for b in (0, 1):
+      cols.append(jnp.concatenate([
+          kernel[_PHASE_TAPS[ph][a], _PHASE_TAPS[pw][b]]
+          if a in _PHASE_TAPS[ph] and b in _PHASE_TAPS[pw] else zero
+          for ph in (0, 1) for pw in (0, 1)], axis=-1))
+    rows.append(jnp.stack(cols))
+  return jnp.stack(rows)
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3 stride-2 transposed conv (PyTorch padding=1) as one stride-1 2x2 conv with 4x the
+  channels, then depth-to-space: [B, h, w, Cin] -> [B, 2h, 2w, Cout]. Same function as the
+  zero-dilated form, without the multiply-adds on inserted zeros (9 taps instead of 36)."""
+  bsz, h, w, _ = x.shape
+  cout = kernel.shape[-1]
+  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((0, 1), (0, 1)),
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  z = z.reshape(bsz, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
+  return z.reshape(bsz, 2 * h, 2 * w, cout)
+
+
+def conv_transpose_dilated(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """The reference: XLA's transposed conv (a conv over a zero-dilated input), as
+  nn.ConvTranspose(padding='VALID') computes it, then PyTorch's padding=1 crop."""
+  y = jax.lax.conv_transpose(x, kernel, (stride, stride), 'VALID',
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return y[:, 1:, 1:]
+
+
 class ConvTranspose(nn.Module):
   """3x3 transposed convolution that produces an exact target size.
 
@@ -57,23 +117,29 @@ class ConvTranspose(nn.Module):
   (in - 1) * s + 3 pixels, of which we keep [1, 1 + target). Any target in
   [s * in - s + 1, s * in] is reachable, which covers every size an encoder of
   stride-s convs (ceil division) produced. Input [B, h, w, Cin] -> [B, H, W, features].
+  Stride 2 runs as a sub-pixel conv unless `formulation='dilated'` (benchmarks/RESULTS.md).
   """
   features: int
   stride: int
   target: tuple[int, int]
   dtype: Any = jnp.float32
+  formulation: str = 'subpixel'
 
   @nn.compact
   def __call__(self, x):
     s = self.stride
-    y = nn.ConvTranspose(self.features, (3, 3), strides=(s, s), padding='VALID',
-                         dtype=self.dtype, param_dtype=jnp.float32)(x)
+    kernel, bias = _TransposedConvParams(self.features, name='ConvTranspose_0')(x.shape[-1])
     th, tw = self.target
-    if th > y.shape[1] - 1 or tw > y.shape[2] - 1:
+    if th > s * x.shape[1] or tw > s * x.shape[2]:
       raise ConfigError(
           f'A stride-{s} transposed conv cannot grow {x.shape[1:3]} to {self.target}; '
           'the encoder and decoder strides do not match.')
-    return y[:, 1:1 + th, 1:1 + tw, :]
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    if s == 2 and self.formulation == 'subpixel':
+      y = conv_transpose_subpixel(x, kernel)
+    else:
+      y = conv_transpose_dilated(x, kernel, s)
+    return y[:, :th, :tw] + bias
 
 
 def norm_act_dropout(x, opts: ModelOptions, train: bool, *, norm: bool = True,

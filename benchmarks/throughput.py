@@ -1,0 +1,284 @@
+"""Training and evaluation throughput of every registered model, against PyTorch in the same run.
+
+For each model (the registry's, plus improved_cae with all skips), batch size and compute
+dtype: steady-state training images/s (the real `flax_cae.train.Trainer` step on uint8 data
+kept on the device, after a compile call, timed with block_until_ready), evaluation
+images/s, compile time, one full epoch of CIFAR-10-sized data (50,000 32x32x3 images)
+including the input path (host -> device copy, epoch permutation, every step), and FLOP/s
+from XLA's cost analysis (against the device's peak where known). With PyTorch installed
+(pip install -e '.[bench]'), the same architecture is trained by benchmarks/torch_reference.py
+on the same data, batch size and machine, eager and torch.compile'd, and checked to be the
+same function (weights copied across, outputs compared); the ratios are flax-cae / PyTorch.
+
+  python benchmarks/throughput.py [--models=base_cae] [--batch_sizes=64,256]
+      [--dtypes=float32,bfloat16] [--torch=eager,compile] [--out=benchmarks/results/NAME]
+  python benchmarks/throughput.py --scaling=1,2,4,8   # the same step on 1..8 devices
+
+Writes NAME.md, NAME.csv and NAME.json when --out is given.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+import flax  # pylint: disable=g-import-not-at-top
+import jax
+import numpy as np
+
+from configs import s1
+from flax_cae import models, train
+from flax_cae.data import pipeline
+
+# Dense peak FLOP/s by device kind and compute dtype (vendor data sheets); CPUs: unknown.
+PEAK_FLOPS = {
+    'NVIDIA H100 80GB HBM3': {'bfloat16': 989e12, 'float32': 494e12},  # fp32 via TF32
+    'NVIDIA H200': {'bfloat16': 989e12, 'float32': 494e12},
+}
+
+
+def variants() -> list[tuple[str, str, tuple[int, ...]]]:
+  """(label, registry name, skips): every registered model, plus its skip variant if any."""
+  out = []
+  for name in models.model_names():
+    out.append((name, name, ()))
+    spec = models.MODELS[name]
+    if spec.allows_skips:
+      out.append((f'{name}+skips', name, tuple(range(1, len(spec.widths) + 1))))
+  return out
+
+
+def make_config(name, skips, batch, dtype, transposed_conv):
+  config = s1.get_s1_config('cifar10', 'improved')
+  config.model.update(name=name, widths=(), skips=skips, dtype=dtype,
+                      transposed_conv=transposed_conv)
+  config.batch_size = config.eval_batch_size = batch
+  return config
+
+
+def commit() -> str:
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
+                        text=True).stdout.strip() or 'unknown'
+
+
+def bench_flax(config, images_u8, steps, time_epoch):
+  """One configuration: dict of measurements (see the module docstring). The epoch, if
+  timed, is one pass over all of `images_u8`, from host memory to the last step."""
+  mesh = pipeline.make_mesh()
+  shape = images_u8.shape[1:]
+  batch = config.batch_size
+  n = len(images_u8)
+  spe = n // batch
+  model = models.build_model(config.model, shape)
+  trainer = train.Trainer(config, model, mesh, steps_per_epoch=spe)
+  state = trainer.init_state()
+  k = train.DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1)
+  sharding = pipeline.batch_sharding(mesh)
+
+  t0 = time.perf_counter()
+  abstract = jax.ShapeDtypeStruct(images_u8.shape, images_u8.dtype, sharding=sharding)
+  perm = pipeline.epoch_permutation(0, 0, n, mesh)
+  step_fn = trainer.train_chunk(k, True).lower(state, abstract, perm, 0).compile()
+  compile_s = time.perf_counter() - t0
+  flops = (step_fn.cost_analysis() or {}).get('flops', float('nan'))
+
+  epoch_s = float('nan')
+  if time_epoch:  # the input path (copy to the devices, permute) and every step
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    images = pipeline.to_global(images_u8, sharding, images_u8.shape)
+    perm = pipeline.epoch_permutation(0, 1, n, mesh)
+    for offset in range(0, spe - spe % k, k):
+      state, loss = step_fn(state, images, perm, offset)
+    jax.block_until_ready((state, loss))
+    epoch_s = time.perf_counter() - t0
+  else:
+    images = pipeline.to_global(images_u8, sharding, images_u8.shape)
+    state, loss = step_fn(state, images, perm, 0)  # warm-up
+    jax.block_until_ready(loss)
+
+  calls = max(1, -(-steps // k))
+  t0 = time.perf_counter()
+  for i in range(calls):
+    state, loss = step_fn(state, images, perm, (i * k) % (spe - k + 1))
+  jax.block_until_ready((state, loss))
+  call_s = (time.perf_counter() - t0) / calls
+  train_ips = k * batch / call_s
+
+  eval_fn = trainer.eval_slice
+  jax.block_until_ready(eval_fn(state, images, 0, n))
+  t0 = time.perf_counter()
+  for i in range(calls):
+    sums = eval_fn(state, images, (i * batch) % (n - batch + 1), n)
+  jax.block_until_ready(sums)
+  eval_ips = calls * batch / (time.perf_counter() - t0)
+
+  peak = PEAK_FLOPS.get(jax.devices()[0].device_kind, {}).get(config.model.dtype)
+  achieved = flops / call_s if flops == flops else float('nan')
+  return {'train_ips': train_ips, 'eval_ips': eval_ips, 'compile_s': compile_s,
+          'epoch_s': epoch_s, 'tflops': achieved / 1e12,
+          'peak_fraction': achieved / peak if peak else float('nan'),
+          'steps_per_call': k, 'model': model,
+          'variables': {'params': state.params, 'batch_stats': state.batch_stats}}
+
+
+def bench_torch(label, model, variables, images_u8, batch, steps, modes):
+  """PyTorch on the same architecture and data: {'eager': ips, 'compile': ips, 'check': ...}."""
+  import torch_reference as tr  # pylint: disable=g-import-not-at-top
+  n_flax, n_torch, max_diff = tr.same_function(model, jax.device_get(variables), images_u8[:8])
+  if n_flax != n_torch or not max_diff < 1e-4:
+    raise AssertionError(f'{label}: PyTorch mirror differs (params {n_flax} vs {n_torch}, '
+                         f'max output difference {max_diff})')
+  name = {s.encoder: k for k, s in models.MODELS.items()}[model.encoder_cls]
+  out = {'params': n_torch, 'max_diff': max_diff}
+  for mode in modes:
+    net = tr.TorchAutoencoder(name, model.opts)
+    if mode == 'compile':
+      import torch  # pylint: disable=g-import-not-at-top
+      net = torch.compile(net)
+    out[mode] = tr.train_images_per_second(net, images_u8, batch, steps,
+                                           warmup=3 if mode == 'eager' else 5)
+  return out
+
+
+def fmt(v, spec=',.0f'):
+  return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def header(torch_version):
+  dev = jax.devices()[0]
+  return (f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
+          f'jax {jax.__version__}, flax {flax.__version__}'
+          f'{", torch " + torch_version if torch_version else ""}, {platform.node()}, '
+          f'{datetime.date.today()}, commit {commit()}')
+
+
+def run_table(args):
+  shape = tuple(int(v) for v in args.image.split(','))
+  # The flax side keeps the whole (epoch-sized) set on the device; PyTorch gets its first n.
+  images = np.random.default_rng(0).integers(0, 256, (args.epoch_images or args.n, *shape),
+                                             dtype=np.uint8)
+  torch_modes = [m for m in args.torch.split(',') if m and m != 'none']
+  torch_version = None
+  if torch_modes:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+      torch_version = torch.__version__
+    except ImportError:
+      print('PyTorch is not installed (pip install -e ".[bench]"): flax-cae only.')
+      torch_modes = []
+  wanted = set(args.models.split(',')) if args.models else None
+  rows = []
+  for label, name, skips in variants():
+    if wanted and label not in wanted and name not in wanted:
+      continue
+    for batch in (int(b) for b in args.batch_sizes.split(',')):
+      for dtype in args.dtypes.split(','):
+        for tconv in args.transposed_convs.split(','):
+          config = make_config(name, skips, batch, dtype, tconv)
+          with jax.threefry_partitionable(jax.default_backend() != 'cpu'):
+            r = bench_flax(config, images, args.steps, time_epoch=bool(args.epoch_images))
+          row = {'model': label, 'batch': batch, 'dtype': dtype, 'transposed_conv': tconv,
+                 **{k: v for k, v in r.items() if k not in ('model', 'variables')}}
+          if torch_modes and dtype == 'float32':  # the papers' code trains in float32
+            t = bench_torch(label, r['model'], r['variables'], images[:args.n], batch,
+                            args.steps, torch_modes)
+            row.update({f'torch_{m}_ips': t[m] for m in torch_modes},
+                       params=t['params'], same_function_max_diff=t['max_diff'])
+            for m in torch_modes:
+              row[f'vs_torch_{m}'] = row['train_ips'] / t[m]
+          rows.append(row)
+          print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in row.items()}), flush=True)
+  title = header(torch_version)
+  cols = ['model', 'batch', 'dtype', 'transposed_conv', 'train_ips', 'eval_ips', 'compile_s',
+          'epoch_s', 'tflops', 'peak_fraction']
+  names = ['model', 'batch', 'dtype', 'transposed conv', 'train img/s', 'eval img/s',
+           'compile s', f'epoch s ({args.epoch_images:,} img)', 'TFLOP/s', 'of peak']
+  for m in torch_modes:
+    cols += [f'torch_{m}_ips', f'vs_torch_{m}']
+    names += [f'PyTorch {m} img/s', f'flax-cae / PyTorch {m}']
+  specs = {'train_ips': ',.0f', 'eval_ips': ',.0f', 'compile_s': '.1f', 'epoch_s': '.2f',
+           'tflops': '.3f', 'peak_fraction': '.1%', 'torch_eager_ips': ',.0f',
+           'torch_compile_ips': ',.0f', 'vs_torch_eager': '.2f', 'vs_torch_compile': '.2f'}
+  lines = [f'Training throughput: {title}', '',
+           '| ' + ' | '.join(names) + ' |', '|' + '---|' * len(names)]
+  for r in rows:
+    lines.append('| ' + ' | '.join(
+        fmt(r.get(c), specs[c]) if c in specs else str(r.get(c, '—')) for c in cols) + ' |')
+  if any('params' in r for r in rows):
+    lines.append('')
+    lines.append('Same function: ' + '; '.join(sorted({
+        f"{r['model']} {r['params']:,} parameters on both sides, outputs within "
+        f"{r['same_function_max_diff']:.0e}" for r in rows if 'params' in r})) + '.')
+  return title, rows, '\n'.join(lines)
+
+
+def run_scaling(args):
+  """The same step on 1, 2, 4, 8 devices: each count in a fresh process (fake CPU devices)."""
+  rows = []
+  for n in (int(v) for v in args.scaling.split(',')):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
+    if jax.default_backend() != 'cpu':
+      env = dict(os.environ, CUDA_VISIBLE_DEVICES=','.join(map(str, range(n))))
+    cmd = [sys.executable, __file__, f'--models={args.models or "improved_cae"}',
+           f'--batch_sizes={args.batch_sizes.split(",")[-1]}', f'--dtypes={args.dtypes.split(",")[0]}',
+           '--torch=none', '--epoch_images=0', f'--steps={args.steps}', f'--n={args.n}',
+           f'--image={args.image}']
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+      raise RuntimeError(proc.stderr[-2000:])
+    r = json.loads([l for l in proc.stdout.splitlines() if l.startswith('{')][0])
+    rows.append({'devices': n, 'model': r['model'], 'batch': r['batch'],
+                 'train_ips': r['train_ips'], 'per_device_ips': r['train_ips'] / n})
+  title = header(None).replace(f'{jax.device_count()} x ', '')
+  lines = [f'Scaling: {title}', '', '| devices | model | global batch | train img/s | '
+           'img/s per device | vs 1 device |', '|---|---|---|---|---|---|']
+  for r in rows:
+    lines.append(f"| {r['devices']} | {r['model']} | {r['batch']} | {r['train_ips']:,.0f} | "
+                 f"{r['per_device_ips']:,.0f} | {r['train_ips'] / rows[0]['train_ips']:.2f}x |")
+  return title, rows, '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--models', default='', help='labels or names; default: all')
+  parser.add_argument('--batch_sizes', default='64,256')
+  parser.add_argument('--dtypes', default='float32,bfloat16')
+  parser.add_argument('--transposed_convs', default='subpixel',
+                      help='subpixel,dilated compares the two formulations')
+  parser.add_argument('--torch', default='eager,compile', help='eager,compile | none')
+  parser.add_argument('--steps', type=int, default=20, help='timed training steps')
+  parser.add_argument('--epoch_images', type=int, default=50000, help='0 skips the epoch')
+  parser.add_argument('--n', type=int, default=4096,
+                      help='images for PyTorch, and for flax-cae when no epoch is timed')
+  parser.add_argument('--image', default='32,32,3')
+  parser.add_argument('--scaling', default='', help='device counts, e.g. 1,2,4,8')
+  parser.add_argument('--out', default='', help='write OUT.md, OUT.csv and OUT.json')
+  args = parser.parse_args()
+  title, rows, table = run_scaling(args) if args.scaling else run_table(args)
+  print('\n' + table)
+  if args.out:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix('.md').write_text(table + '\n')
+    out.with_suffix('.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
+    with open(out.with_suffix('.csv'), 'w', newline='') as f:
+      w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+      w.writeheader()
+      w.writerows(rows)
+
+
+if __name__ == '__main__':
+  main()
