@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
       skips=(),                 # improved_cae: encoder stages (1-4) added across the bottleneck
       dtype='float32',          # compute dtype: float32 | bfloat16 (parameters stay float32)
       transposed_conv='subpixel',  # subpixel | dilated: the same layer, two formulations
+      conv_weight_grad='auto',  # auto (CPU: taps, else xla) | taps | xla: same gradients
   ))
 
   c.loss = ml_collections.ConfigDict(dict(

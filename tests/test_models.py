@@ -1,5 +1,6 @@
 """Shapes, bottleneck counts and options of every model at 28x28x1 and 32x32x3 (and odd sizes)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,7 +9,8 @@ import pytest
 
 from flax_cae import models
 from flax_cae.errors import ConfigError
-from flax_cae.models.layers import TRANSPOSED_CONVS, ConvTranspose
+from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, conv_with_tap_grads,
+                                    max_pool_2x2)
 
 
 def cfg(**kw):
@@ -148,14 +150,18 @@ def test_conv_transpose_matches_pytorch_definition(formulation):
   np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('size,target', [((4, 4), (8, 8)), ((4, 4), (7, 7)), ((7, 5), (13, 10)),
-                                         ((1, 1), (2, 1))])
-def test_subpixel_transposed_conv_equals_the_dilated_reference(size, target):
-  """The fast layer (sub-pixel) and XLA's zero-dilated transposed conv: same outputs and
+@pytest.mark.parametrize('stride,size,target,weight_grad', [
+    (2, (4, 4), (8, 8), 'xla'), (2, (4, 4), (7, 7), 'taps'), (2, (7, 5), (13, 10), 'xla'),
+    (2, (7, 5), (13, 10), 'taps'), (2, (1, 1), (2, 1), 'xla'), (1, (4, 4), (4, 4), 'xla'),
+    (1, (5, 3), (5, 3), 'taps')])
+def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target, weight_grad):
+  """The fast layer (sub-pixel for stride 2, a plain conv for stride 1, optionally with
+  tap-wise kernel gradients) and XLA's zero-dilated transposed conv: same outputs and
   gradients on random inputs and weights, at even and odd target sizes."""
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (3, *size, 6))
-  layers = {f: ConvTranspose(features=4, stride=2, target=target, formulation=f)
+  layers = {f: ConvTranspose(features=4, stride=stride, target=target, formulation=f,
+                             conv_weight_grad=weight_grad if f == 'subpixel' else 'xla')
             for f in TRANSPOSED_CONVS}
   v = layers['dilated'].init(keys[1], x)
   v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
@@ -172,13 +178,48 @@ def test_subpixel_transposed_conv_equals_the_dilated_reference(size, target):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('stride,shape', [(1, (2, 9, 9, 5)), (2, (2, 9, 8, 5)), (2, (3, 16, 16, 3))])
+def test_conv_with_tap_grads_equals_xla_conv(stride, shape):
+  keys = jax.random.split(jax.random.key(stride), 3)
+  x = jax.random.normal(keys[0], shape)
+  k = jax.random.normal(keys[1], (3, 3, shape[-1], 7))
+  args = ((stride, stride), ((1, 1), (1, 1)))
+  dn = ('NHWC', 'HWIO', 'NHWC')
+
+  def loss(conv):
+    return lambda x, k: jnp.sum(jnp.sin(conv(x, k, *args, dimension_numbers=dn)))
+  ours = jax.value_and_grad(loss(conv_with_tap_grads), argnums=(0, 1))(x, k)
+  ref = jax.value_and_grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, k)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (2, 7, 5, 4), (1, 1, 1, 2)])
+def test_max_pool_2x2_equals_flax_max_pool(shape):
+  x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no tied maxima
+
+  def loss(pool):
+    return lambda x: jnp.sum(jnp.sin(pool(x)))
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+  np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+  np.testing.assert_allclose(jax.grad(loss(max_pool_2x2))(x), jax.grad(loss(flax_pool))(x),
+                             rtol=1e-6, atol=1e-6)
+
+
 def test_models_with_either_formulation_are_the_same_function():
   x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
-  fast = models.build_model(cfg(name='base_cae'), (28, 28, 1))
-  ref = models.build_model(cfg(name='base_cae', transposed_conv='dilated'), (28, 28, 1))
-  v = fast.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
-  np.testing.assert_allclose(fast.apply(v, x)['reconstruction'], ref.apply(v, x)['reconstruction'],
-                             rtol=1e-5, atol=1e-5)
+  for name in ('base_cae', 'improved_cae', 'cae'):
+    fast = models.build_model(cfg(name=name, conv_weight_grad='taps'), (28, 28, 1))
+    ref = models.build_model(cfg(name=name, transposed_conv='dilated', conv_weight_grad='xla'),
+                             (28, 28, 1))
+    v = fast.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
+
+    def loss(model):
+      return lambda v: jnp.mean(model.apply(v, x)['reconstruction'] ** 2)
+    np.testing.assert_allclose(fast.apply(v, x)['reconstruction'],
+                               ref.apply(v, x)['reconstruction'], rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(fast))(v)), jax.tree.leaves(jax.grad(loss(ref))(v))):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize('bad,match', [
@@ -189,6 +230,7 @@ def test_models_with_either_formulation_are_the_same_function():
     (dict(widths=(8, 16)), 'needs 4 entries'),
     (dict(dtype='float16'), 'valid dtype names'),
     (dict(transposed_conv='fft'), 'valid transposed_conv names are: dilated, subpixel'),
+    (dict(conv_weight_grad='fast'), 'valid conv_weight_grad names are: auto, taps, xla'),
     (dict(latent_dim=0), 'latent_dim must be a positive'),
 ])
 def test_bad_model_config(bad, match):

@@ -21,58 +21,58 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
-# 'device': every split lives on the devices (each process loads its own block of rows);
-# 'streamed': every batch is read from the host (each process reads its own rows).
-@pytest.mark.parametrize('data', ['device', 'streamed'])
-def test_two_processes_match_one(tmp_path, data_dir, data):
-  limit = {'device': 2048, 'streamed': 0}[data]
+def test_two_processes_match_one(tmp_path, data_dir):
+  """1 process x 4 devices, 2 processes x 2 devices with every split on the devices (each
+  process loads its own block of rows), and 2 x 2 with every batch streamed from the host
+  (each process reads its own rows of each batch): the same run three times."""
   runs = {}
-  for n_proc, n_dev in ((1, 4), (2, 2)):
-    workdir = str(tmp_path / f'{n_proc}x{n_dev}')
+  for label, n_proc, limit in (('1x4', 1, 2048), ('2x2', 2, 2048), ('2x2 streamed', 2, 0)):
+    workdir = str(tmp_path / label.replace(' ', '_'))
     os.makedirs(workdir + '_logs')
     logs = run_processes(tiny_flags(data_dir, workdir, **{'data.device_memory_limit_mb': limit}),
-                         n_proc, n_dev, workdir + '_logs')
-    runs[n_proc] = workdir
+                         n_proc, 4 // n_proc, workdir + '_logs')
+    runs[label] = workdir
     if n_proc == 2:
-      assert all('process 1 of 2, 2 local / 4 global devices' in log for log in logs[1:])
-      assert 'streamed from the host' in logs[0] if data == 'streamed' else True
-  one, two = runs[1], runs[2]
-  if data == 'device':  # and 1 device in this process: the order ignores the device count
-    single = str(tmp_path / '1x1')
-    train.train_and_evaluate(tiny_config(data_dir), single)
-    np.testing.assert_allclose([r['loss'] for r in read_metrics(one, 'train')],
-                               [r['loss'] for r in read_metrics(single, 'train')], rtol=1e-4)
-
-  # Only process 0 writes: one row per step, not one per process.
-  train_one, train_two = read_metrics(one, 'train'), read_metrics(two, 'train')
-  assert [r['step'] for r in train_two] == list(range(1, 9))
-  np.testing.assert_allclose([r['loss'] for r in train_two], [r['loss'] for r in train_one],
-                             rtol=1e-5)
-  for split in ('validation', 'test'):
-    a, b = read_metrics(one, split), read_metrics(two, split)
-    assert [r['step'] for r in a] == [r['step'] for r in b]
-    for ra, rb in zip(a, b):
-      # Eval padding is masked: no example dropped or counted twice, on any host count.
-      assert ra['count'] == rb['count'] == 20
-      for key in ('loss', 'mse', 'psnr', 'ssim'):
-        np.testing.assert_allclose(rb[key], ra[key], rtol=1e-4, atol=1e-4)
+      assert 'process 1 of 2, 2 local / 4 global devices' in logs[1]
+    assert ('streamed from the host' in logs[0]) == (limit == 0)
+  one = runs['1x4']
+  # And 1 device in this process: the order does not depend on the device count either.
+  single = str(tmp_path / '1x1')
+  train.train_and_evaluate(tiny_config(data_dir), single)
+  np.testing.assert_allclose([r['loss'] for r in read_metrics(one, 'train')],
+                             [r['loss'] for r in read_metrics(single, 'train')], rtol=1e-4)
   params_one, meta_one = final_params(one)
-  params_two, meta_two = final_params(two)
-  assert meta_one['model'] == meta_two['model']
-  # Conv/Dense biases feeding a BatchNorm get (mathematically) zero gradients, which Adam
-  # turns into steps of either sign from float noise: they differ by ~5e-4 between 1 and 4
-  # devices in one process too, and change nothing (BatchNorm subtracts them). All the
-  # other parameters agree to ~2e-6 (measured); wrong rows on a host move them by ~1e-3.
-  assert_trees_close(_without_layer_biases(params_two), _without_layer_biases(params_one),
-                     rtol=1e-4, atol=1e-5)
 
-  # The 2-process checkpoint restores in this (1-process, 1-device) pytest process: the
-  # run resumes at its last step and re-evaluates its best checkpoint to the same numbers.
+  for label in ('2x2', '2x2 streamed'):
+    two = runs[label]
+    # Only process 0 writes: one row per step, not one per process.
+    train_one, train_two = read_metrics(one, 'train'), read_metrics(two, 'train')
+    assert [r['step'] for r in train_two] == list(range(1, 9))
+    np.testing.assert_allclose([r['loss'] for r in train_two], [r['loss'] for r in train_one],
+                               rtol=1e-5, err_msg=label)
+    for split in ('validation', 'test'):
+      a, b = read_metrics(one, split), read_metrics(two, split)
+      assert [r['step'] for r in a] == [r['step'] for r in b]
+      for ra, rb in zip(a, b):
+        # Eval padding is masked: no example dropped or counted twice, on any host count.
+        assert ra['count'] == rb['count'] == 20
+        for key in ('loss', 'mse', 'psnr', 'ssim'):
+          np.testing.assert_allclose(rb[key], ra[key], rtol=1e-4, atol=1e-4, err_msg=label)
+    params_two, meta_two = final_params(two)
+    assert meta_one['model'] == meta_two['model']
+    # Conv/Dense biases feeding a BatchNorm get (mathematically) zero gradients, which Adam
+    # turns into steps of either sign from float noise: they differ by ~5e-4 between 1 and 4
+    # devices in one process too, and change nothing (BatchNorm subtracts them). All the
+    # other parameters agree to ~2e-6 (measured); wrong rows on a host move them by ~1e-3.
+    assert_trees_close(_without_layer_biases(params_two), _without_layer_biases(params_one),
+                       rtol=1e-4, atol=1e-5)
+
+  # A 2-process checkpoint restores in this (1-process, 1-device) pytest process: the run
+  # resumes at its last step and re-evaluates its best checkpoint to the same numbers.
   resumed = str(tmp_path / 'resumed')
-  shutil.copytree(two, resumed)
-  results = train.train_and_evaluate(
-      tiny_config(data_dir, **{'data.device_memory_limit_mb': limit}), resumed)
-  saved = json.load(open(os.path.join(two, 'results.json')))
+  shutil.copytree(runs['2x2'], resumed)
+  results = train.train_and_evaluate(tiny_config(data_dir), resumed)
+  saved = json.load(open(os.path.join(runs['2x2'], 'results.json')))
   assert results['best_step'] == saved['best_step'] == 8
   for key in ('test_mse', 'test_psnr', 'validation_ssim'):
     np.testing.assert_allclose(results[key], saved[key], rtol=1e-4)

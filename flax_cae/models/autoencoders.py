@@ -11,12 +11,15 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_cae.models.layers import ConvTranspose, ModelOptions, conv_out_size, norm_act_dropout
+from flax_cae.models.layers import (ConvTranspose, ModelOptions, conv_out_size,
+                                    conv_with_tap_grads, max_pool_2x2, norm_act_dropout)
 
 
 def _conv(features, stride, opts, name=None):
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                 dtype=opts.dtype, param_dtype=jnp.float32, name=name)
+                 dtype=opts.dtype, param_dtype=jnp.float32, name=name,
+                 conv_general_dilated=(conv_with_tap_grads if opts.conv_weight_grad == 'taps'
+                                       else None))
 
 
 def _dense(features, opts, name=None):
@@ -54,8 +57,8 @@ class CAEEncoder(nn.Module):
     for w in o.widths:
       x = _conv(w, 1, o)(x)
       x = norm_act_dropout(x, o, train)
-      # 'SAME' pooling rounds up, so odd sizes (25 -> 13 -> 7 -> 4) lose no pixels.
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+      # Pooling rounds up, so odd sizes (25 -> 13 -> 7 -> 4) lose no pixels.
+      x = max_pool_2x2(x)
     z = _dense(o.latent_dim, o)(x.reshape(x.shape[0], -1))
     return {'latent': z}
 
@@ -72,7 +75,7 @@ class CAEDecoder(nn.Module):
     x = o.act(x).reshape(-1, h, w, o.widths[-1])
     out_widths = _decoder_widths(o)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv, o.conv_weight_grad)(x)
       if i < len(out_widths) - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)
@@ -111,7 +114,7 @@ class BaseCAEDecoder(nn.Module):
     out_widths = _decoder_widths(o)
     n = len(out_widths)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv, o.conv_weight_grad)(x)
       if i < n - 1:
         # S1's code orders the last hidden stage ReLU-then-BN; kept as written.
         x = norm_act_dropout(x, o, train, norm_first=(i < n - 2))
@@ -159,7 +162,7 @@ class ImprovedCAEDecoder(nn.Module):
       if f'skip{stage}' in code:
         x = x + code[f'skip{stage}']
       x = ConvTranspose(feat, strides[stage - 1], sizes[stage - 1], o.dtype,
-                        o.transposed_conv)(x)
+                        o.transposed_conv, o.conv_weight_grad)(x)
       if i < n - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)

@@ -40,6 +40,7 @@ class ModelOptions:
   skips: tuple[int, ...] = ()
   dtype: Any = jnp.float32
   transposed_conv: str = 'subpixel'  # or 'dilated' (XLA's zero-insertion form); same function
+  conv_weight_grad: str = 'xla'  # or 'taps' (conv_with_tap_grads); same gradients
 
   @property
   def act(self) -> Callable:
@@ -52,6 +53,48 @@ def conv_out_size(size: int, stride: int) -> int:
 
 
 TRANSPOSED_CONVS = ('subpixel', 'dilated')
+CONV_WEIGHT_GRADS = ('auto', 'taps', 'xla')
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_taps(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _conv_taps_fwd(x, kernel, strides, padding):
+  return _conv_taps(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_taps_bwd(strides, padding, residuals, dy):
+  """Input gradient from XLA; kernel gradient as one matrix product per tap (kh x kw of
+  them, each [Cin, N] @ [N, Cout] over N = batch x output pixels): XLA's CPU backend runs
+  its own kernel-gradient convolution 2-3x slower (benchmarks/RESULTS.md)."""
+  x, kernel = residuals
+  dx = jax.vjp(lambda x: jax.lax.conv_general_dilated(
+      x, kernel, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')), x)[1](dy)[0]
+  kh, kw, cin, cout = kernel.shape
+  (sh, sw), (ho, wo) = strides, dy.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  taps = [jnp.einsum('bhwc,bhwo->co', xp[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw],
+                     dy, preferred_element_type=jnp.float32)
+          for i in range(kh) for j in range(kw)]
+  return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+_conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
+
+
+def conv_with_tap_grads(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                        dimension_numbers=None, feature_group_count=1, precision=None,
+                        preferred_element_type=None):
+  """lax.conv_general_dilated's signature (for nn.Conv's `conv_general_dilated`), NHWC,
+  undilated, ungrouped: the same convolution, with the kernel gradient of _conv_taps_bwd."""
+  del dimension_numbers, precision, preferred_element_type  # flax passes NHWC / defaults
+  if any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or (
+      feature_group_count != 1) or isinstance(padding, str):
+    raise ValueError('conv_with_tap_grads takes undilated, ungrouped, explicitly padded convs.')
+  return _conv_taps(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
 
 
 class _TransposedConvParams(nn.Module):
@@ -89,14 +132,15 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.stack(rows)
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, conv=jax.lax.conv_general_dilated
+                            ) -> jax.Array:
   """3x3 stride-2 transposed conv (PyTorch padding=1) as one stride-1 2x2 conv with 4x the
   channels, then depth-to-space: [B, h, w, Cin] -> [B, 2h, 2w, Cout]. Same function as the
   zero-dilated form, without the multiply-adds on inserted zeros (9 taps instead of 36)."""
   bsz, h, w, _ = x.shape
   cout = kernel.shape[-1]
-  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((0, 1), (0, 1)),
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  z = conv(x, subpixel_kernel(kernel), (1, 1), ((0, 1), (0, 1)),
+           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   z = z.reshape(bsz, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return z.reshape(bsz, 2 * h, 2 * w, cout)
 
@@ -117,13 +161,16 @@ class ConvTranspose(nn.Module):
   (in - 1) * s + 3 pixels, of which we keep [1, 1 + target). Any target in
   [s * in - s + 1, s * in] is reachable, which covers every size an encoder of
   stride-s convs (ceil division) produced. Input [B, h, w, Cin] -> [B, H, W, features].
-  Stride 2 runs as a sub-pixel conv unless `formulation='dilated'` (benchmarks/RESULTS.md).
+  Stride 2 runs as a sub-pixel conv and stride 1 as the plain 3x3 conv it equals (kernel
+  unflipped, padding 1), unless `formulation='dilated'` (XLA's transposed conv, the
+  reference); `conv_weight_grad='taps'` takes conv_with_tap_grads' kernel gradient.
   """
   features: int
   stride: int
   target: tuple[int, int]
   dtype: Any = jnp.float32
   formulation: str = 'subpixel'
+  conv_weight_grad: str = 'xla'
 
   @nn.compact
   def __call__(self, x):
@@ -135,11 +182,26 @@ class ConvTranspose(nn.Module):
           f'A stride-{s} transposed conv cannot grow {x.shape[1:3]} to {self.target}; '
           'the encoder and decoder strides do not match.')
     x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    conv = conv_with_tap_grads if self.conv_weight_grad == 'taps' else jax.lax.conv_general_dilated
     if s == 2 and self.formulation == 'subpixel':
-      y = conv_transpose_subpixel(x, kernel)
+      y = conv_transpose_subpixel(x, kernel, conv)
+    elif s == 1 and self.formulation == 'subpixel':
+      y = conv(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     else:
       y = conv_transpose_dilated(x, kernel, s)
     return y[:, :th, :tw] + bias
+
+
+def max_pool_2x2(x):
+  """2x2 stride-2 max-pooling that rounds up (odd sizes are padded with -inf at the end, as
+  nn.max_pool(padding='SAME') does), written as a reshape and a max: XLA's CPU backend runs
+  the max_pool gradient (select-and-scatter) 2-5x slower (benchmarks/RESULTS.md). Same
+  outputs; same gradients except where a window holds tied maxima, which share the
+  gradient instead of one taking it all."""
+  b, h, w, c = x.shape
+  if h % 2 or w % 2:
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf)
+  return x.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c).max(axis=(2, 4))
 
 
 def norm_act_dropout(x, opts: ModelOptions, train: bool, *, norm: bool = True,
