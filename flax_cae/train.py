@@ -404,6 +404,7 @@ def _train_and_evaluate(config, workdir: str, stop: StopOnSigterm) -> dict:
     values = jax.device_get([loss for _, loss in losses])
     for (at, _), value in zip(losses, values):
       if not np.isfinite(value).all():
+        ckpts.wait()  # an asynchronous save still in flight is finished, not left half-written
         good = ckpts.latest_step()
         raise errors.DivergedError(
             f'The training loss became {float(np.mean(value))} at step {at}; the last good '

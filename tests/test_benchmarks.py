@@ -37,14 +37,14 @@ def run_benchmark(*flags):
 
 
 def test_throughput_covers_every_registered_model(tmp_path):
-  out = run_benchmark('--dtypes=float32,bfloat16', '--torch=none', '--epoch_images=64',
+  out = run_benchmark('--dtypes=float32', '--torch=none', '--epoch_images=64',
                       f'--out={tmp_path / "t"}')
   rows = json.loads((tmp_path / 't.json').read_text())['rows']
   from flax_cae import models  # pylint: disable=g-import-not-at-top
   expected = {n for n in models.MODELS} | {n + '+skips' for n, s in models.MODELS.items()
                                            if s.allows_skips}
   assert {r['model'] for r in rows} == expected
-  assert {r['dtype'] for r in rows} == {'float32', 'bfloat16'}
+  assert {r['dtype'] for r in rows} == {'float32'}
   for r in rows:
     assert r['train_ips'] > 0 and r['eval_ips'] > 0 and r['compile_s'] > 0 and r['epoch_s'] > 0
     assert r['tflops'] > 0  # XLA's cost analysis gave a FLOP count
