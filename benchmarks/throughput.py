@@ -211,7 +211,8 @@ def run_table(args):
   cols = ['model', 'batch', 'dtype', 'transposed_conv', 'train_ips', 'eval_ips', 'compile_s',
           'epoch_s', 'tflops', 'peak_fraction']
   names = ['model', 'batch', 'dtype', 'transposed conv', 'train img/s', 'eval img/s',
-           'compile s', f'epoch s ({args.epoch_images:,} img)', 'TFLOP/s', 'of peak']
+           'compile s', f'epoch s ({args.epoch_images:,} img)' if args.epoch_images else 'epoch s',
+           'TFLOP/s', 'of peak']
   for m in torch_modes:
     cols += [f'torch_{m}_ips', f'vs_torch_{m}']
     names += [f'PyTorch {m} img/s', f'flax-cae / PyTorch {m}']
