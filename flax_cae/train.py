@@ -234,9 +234,7 @@ def load_data(config, mesh):
   n_dev = mesh.devices.size
   if jax.process_count() > 1:  # one process prepares a missing data set, the others wait
     if jax.process_index() == 0:
-      kw = pipeline.source_kwargs(config.data)
-      kw.pop('validation_size'), kw.pop('test_size')
-      sources.prepare(config.data.name, **kw)
+      sources.prepare(config.data.name, **pipeline.prepare_kwargs(config.data))
     multihost_utils.sync_global_devices('flax_cae_data_prepared')
   splits = {
       'train': pipeline.load_split(config.data, 'train', mesh, n_dev),

@@ -138,8 +138,7 @@ def load_split(data_config, split: str, mesh: Mesh, pad_multiple: int) -> Split:
   """Opens `split`, and copies it onto the devices if it is under the configured size."""
   kw = source_kwargs(data_config)
   source = sources.get_source(data_config.name, split, **kw)
-  shape = tuple(sources.image_shape(data_config.name, **{
-      k: v for k, v in kw.items() if k not in ('validation_size', 'test_size')}))
+  shape = tuple(sources.image_shape(data_config.name, **prepare_kwargs(data_config)))
   n = len(source)
   nbytes = n * int(np.prod(shape))
   if nbytes <= data_config.device_memory_limit_mb * 2**20:
@@ -162,6 +161,13 @@ def source_kwargs(data_config) -> dict:
             validation_size=d.validation_size, test_size=d.test_size)
   if d.name == 'image_folder':
     kw.update(image_size=tuple(d.image_size), channels=d.channels)
+  return kw
+
+
+def prepare_kwargs(data_config) -> dict:
+  """source_kwargs without the split sizes: what sources.prepare and image_shape take."""
+  kw = source_kwargs(data_config)
+  del kw['validation_size'], kw['test_size']
   return kw
 
 
