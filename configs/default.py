@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
       skips=(),                 # improved_cae: encoder stages (1-4) added across the bottleneck
       dtype='float32',          # compute dtype: float32 | bfloat16 (parameters stay float32)
       transposed_conv='subpixel',  # subpixel | dilated: the same layer, two formulations
-      conv_weight_grad='auto',  # auto (CPU: taps, else xla) | taps | xla: same gradients
+      conv_input_grad='auto',   # stride-2 convs' input gradient: auto (CPU: subpixel) | subpixel | xla
   ))
 
   c.loss = ml_collections.ConfigDict(dict(
@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 0         # 0 = batch_size
   c.num_epochs = 60
   c.steps_per_call = 0          # 0 = measured default per backend (CPU 1)
+  c.cpu_convolutions = 'eigen'  # eigen | xla: which library runs convolutions on XLA's CPU backend
   c.eval_every_epochs = 10
   c.checkpoint_every_epochs = 10
   c.keep_checkpoints = 2        # latest k, plus the best by validation PSNR

@@ -7,6 +7,7 @@ stream are functions of (seed, step), so a run resumed from a checkpoint continu
 exactly as if it had never stopped.
 """
 
+import functools
 import json
 import os
 import signal
@@ -34,6 +35,35 @@ from flax_cae.errors import ConfigError
 # a scanned step loses the fast convolution path (PERF_NOTES.md: ~10x slower), so CPU
 # runs one step per call; on GPU/TPU many steps per call remove per-step dispatch.
 DEFAULT_STEPS_PER_CALL = {'cpu': 1, 'gpu': 16, 'tpu': 16}
+
+# config.cpu_convolutions: the XLA options of every compiled step on the CPU backend. XLA
+# hands convolutions to YNNPACK by default (jax 0.10); for these models Eigen's convolutions
+# measured about 2x faster on the project's CPU (benchmarks/RESULTS.md), so 'eigen' keeps
+# only dots and reductions on YNNPACK. 'xla' leaves XLA's own choice.
+CPU_CONVOLUTIONS = {
+    'eigen': {'xla_cpu_experimental_ynn_fusion_type':
+              'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'},
+    'xla': None,
+}
+
+
+@functools.lru_cache
+def _compiles_with(options: tuple) -> bool:
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(1.0).compile()
+    return True
+  except jax.errors.JaxRuntimeError as e:  # an XLA that no longer knows the option
+    logging.warning('XLA rejected the CPU options %s (%s); using its defaults.', options, e)
+    return False
+
+
+def compiler_options(config) -> dict | None:
+  """XLA options for the compiled steps of this backend (see CPU_CONVOLUTIONS)."""
+  options = CPU_CONVOLUTIONS[config.get('cpu_convolutions', 'eigen')]
+  if jax.default_backend() != 'cpu' or not options:
+    return None
+  return options if _compiles_with(tuple(options.items())) else None
+
 
 # Early-stopping metrics where smaller is better; the others (psnr, ssim) are maximised.
 MINIMIZED = ('loss', 'mse', 'l1')
@@ -68,6 +98,7 @@ class Trainer:
     self.stacked_sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(None, pipeline.DATA_AXIS))
     self._chunks = {}
+    self.compiler_options = compiler_options(config)
 
   # --- state ---------------------------------------------------------------------
 
@@ -125,12 +156,14 @@ class Trainer:
         return run(state, lambda j: pipeline.device_batch(
             images, perm, offset + j, b, self.data_sharding))
       fn = jax.jit(chunk, in_shardings=(self.rep, self.data_sharding, self.rep, None),
-                   out_shardings=(self.rep, self.rep), donate_argnums=0)
+                   out_shardings=(self.rep, self.rep), donate_argnums=0,
+                   compiler_options=self.compiler_options)
     else:
       def chunk(state, batches):
         return run(state, lambda j: batches[j])
       fn = jax.jit(chunk, in_shardings=(self.rep, self.stacked_sharding),
-                   out_shardings=(self.rep, self.rep), donate_argnums=0)
+                   out_shardings=(self.rep, self.rep), donate_argnums=0,
+                   compiler_options=self.compiler_options)
     self._chunks[(k, on_device)] = fn
     return fn
 
@@ -140,18 +173,19 @@ class Trainer:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     return self.model.apply(variables, x, train=False)['reconstruction']
 
+  def _eval_sums(self, state, images_u8, mask):
+    x = to_float(images_u8)
+    recon = self._reconstruct(state, x)
+    per_image = metrics_lib.image_metrics(recon, x)
+    per_image['loss'] = self.loss_fn(recon, x)
+    return metrics_lib.masked_sums(per_image, mask)
+
   @property
   def eval_batch(self):
     """Masked metric sums of one batch: padded rows (mask False) count for nothing."""
     if not hasattr(self, '_eval_batch'):
-      def fn(state, images_u8, mask):
-        x = to_float(images_u8)
-        recon = self._reconstruct(state, x)
-        per_image = metrics_lib.image_metrics(recon, x)
-        per_image['loss'] = self.loss_fn(recon, x)
-        return metrics_lib.masked_sums(per_image, mask)
-      self._eval_batch = jax.jit(fn, in_shardings=(self.rep, self.data_sharding, self.data_sharding),
-                                 out_shardings=self.rep)
+      self._eval_batch = jax.jit(self._eval_sums, in_shardings=(self.rep, self.data_sharding, self.data_sharding),
+                                 out_shardings=self.rep, compiler_options=self.compiler_options)
     return self._eval_batch
 
   @property
@@ -164,9 +198,9 @@ class Trainer:
         batch = jax.lax.dynamic_slice_in_dim(images, start, b)
         batch = jax.lax.with_sharding_constraint(batch, self.data_sharding)
         mask = start + jnp.arange(b) < n
-        return self.eval_batch(state, batch, mask)
+        return self._eval_sums(state, batch, mask)
       self._eval_slice = jax.jit(fn, in_shardings=(self.rep, self.data_sharding, None, None),
-                                 out_shardings=self.rep)
+                                 out_shardings=self.rep, compiler_options=self.compiler_options)
     return self._eval_slice
 
   def evaluate(self, state, split: pipeline.Split) -> dict:
@@ -190,7 +224,8 @@ class Trainer:
     """Reconstructions of a few host images (the same on every process)."""
     if not hasattr(self, '_recon_fn'):
       self._recon_fn = jax.jit(lambda s, x: self._reconstruct(s, to_float(x)),
-                               in_shardings=(self.rep, self.rep), out_shardings=self.rep)
+                               in_shardings=(self.rep, self.rep), out_shardings=self.rep,
+                               compiler_options=self.compiler_options)
     x = pipeline.to_global(images_u8, self.rep, images_u8.shape)
     return pipeline.host_copy(self._recon_fn(state, x))
 
@@ -218,6 +253,8 @@ def validate(config, n_devices: int):
           f'choose a multiple of {n_devices} (e.g. --config.{key}={n_devices * max(1, config[key] // n_devices)}).')
   if config.steps_per_call < 0:
     raise ConfigError('steps_per_call must be >= 0 (0 picks the backend default).')
+  if config.get('cpu_convolutions', 'eigen') not in CPU_CONVOLUTIONS:
+    raise errors.unknown_name('cpu_convolutions', config.cpu_convolutions, CPU_CONVOLUTIONS)
   # Names and values that need no data: checked before anything is read or written.
   losses_lib.get_loss(config.loss)
   optim.make_optimizer(config.optimizer, 1, config.num_epochs)

@@ -9,7 +9,7 @@ import pytest
 
 from flax_cae import models
 from flax_cae.errors import ConfigError
-from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, conv_with_tap_grads,
+from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, conv_subpixel_input_grad,
                                     max_pool_2x2)
 
 
@@ -150,18 +150,16 @@ def test_conv_transpose_matches_pytorch_definition(formulation):
   np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('stride,size,target,weight_grad', [
-    (2, (4, 4), (8, 8), 'xla'), (2, (4, 4), (7, 7), 'taps'), (2, (7, 5), (13, 10), 'xla'),
-    (2, (7, 5), (13, 10), 'taps'), (2, (1, 1), (2, 1), 'xla'), (1, (4, 4), (4, 4), 'xla'),
-    (1, (5, 3), (5, 3), 'taps')])
-def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target, weight_grad):
-  """The fast layer (sub-pixel for stride 2, a plain conv for stride 1, optionally with
-  tap-wise kernel gradients) and XLA's zero-dilated transposed conv: same outputs and
-  gradients on random inputs and weights, at even and odd target sizes."""
+@pytest.mark.parametrize('stride,size,target', [
+    (2, (4, 4), (8, 8)), (2, (4, 4), (7, 7)), (2, (7, 5), (13, 10)), (2, (1, 1), (2, 1)),
+    (1, (4, 4), (4, 4)), (1, (5, 3), (5, 3))])
+def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target):
+  """The fast layer (sub-pixel for stride 2, a plain conv for stride 1) and XLA's
+  zero-dilated transposed conv: same outputs and gradients on random inputs and weights, at
+  even and odd target sizes."""
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (3, *size, 6))
-  layers = {f: ConvTranspose(features=4, stride=stride, target=target, formulation=f,
-                             conv_weight_grad=weight_grad if f == 'subpixel' else 'xla')
+  layers = {f: ConvTranspose(features=4, stride=stride, target=target, formulation=f)
             for f in TRANSPOSED_CONVS}
   v = layers['dilated'].init(keys[1], x)
   v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
@@ -178,17 +176,19 @@ def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target,
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('stride,shape', [(1, (2, 9, 9, 5)), (2, (2, 9, 8, 5)), (2, (3, 16, 16, 3))])
-def test_conv_with_tap_grads_equals_xla_conv(stride, shape):
-  keys = jax.random.split(jax.random.key(stride), 3)
+@pytest.mark.parametrize('shape', [(2, 9, 8, 5), (3, 16, 16, 3), (2, 7, 5, 4), (1, 1, 1, 2)])
+def test_conv_subpixel_input_grad_equals_xla_conv(shape):
+  """Stride-2 conv with the sub-pixel input gradient: same value, input and kernel
+  gradients as XLA's own, at even and odd sizes."""
+  keys = jax.random.split(jax.random.key(len(shape) + shape[1]), 2)
   x = jax.random.normal(keys[0], shape)
   k = jax.random.normal(keys[1], (3, 3, shape[-1], 7))
-  args = ((stride, stride), ((1, 1), (1, 1)))
+  args = ((2, 2), ((1, 1), (1, 1)))
   dn = ('NHWC', 'HWIO', 'NHWC')
 
   def loss(conv):
     return lambda x, k: jnp.sum(jnp.sin(conv(x, k, *args, dimension_numbers=dn)))
-  ours = jax.value_and_grad(loss(conv_with_tap_grads), argnums=(0, 1))(x, k)
+  ours = jax.value_and_grad(loss(conv_subpixel_input_grad), argnums=(0, 1))(x, k)
   ref = jax.value_and_grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, k)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -209,8 +209,8 @@ def test_max_pool_2x2_equals_flax_max_pool(shape):
 def test_models_with_either_formulation_are_the_same_function():
   x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
   for name in ('base_cae', 'improved_cae', 'cae'):
-    fast = models.build_model(cfg(name=name, conv_weight_grad='taps'), (28, 28, 1))
-    ref = models.build_model(cfg(name=name, transposed_conv='dilated', conv_weight_grad='xla'),
+    fast = models.build_model(cfg(name=name, conv_input_grad='subpixel'), (28, 28, 1))
+    ref = models.build_model(cfg(name=name, transposed_conv='dilated', conv_input_grad='xla'),
                              (28, 28, 1))
     v = fast.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
 
@@ -230,7 +230,7 @@ def test_models_with_either_formulation_are_the_same_function():
     (dict(widths=(8, 16)), 'needs 4 entries'),
     (dict(dtype='float16'), 'valid dtype names'),
     (dict(transposed_conv='fft'), 'valid transposed_conv names are: dilated, subpixel'),
-    (dict(conv_weight_grad='fast'), 'valid conv_weight_grad names are: auto, taps, xla'),
+    (dict(conv_input_grad='fast'), 'valid conv_input_grad names are: auto, subpixel, xla'),
     (dict(latent_dim=0), 'latent_dim must be a positive'),
 ])
 def test_bad_model_config(bad, match):

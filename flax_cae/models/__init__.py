@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from flax_cae.errors import ConfigError, unknown_name
 from flax_cae.models import autoencoders as ae
-from flax_cae.models.layers import CONV_WEIGHT_GRADS, TRANSPOSED_CONVS, ModelOptions
+from flax_cae.models.layers import CONV_INPUT_GRADS, TRANSPOSED_CONVS, ModelOptions
 
 
 class ModelSpec(NamedTuple):
@@ -65,11 +65,11 @@ def build_model(config, image_shape) -> ae.Autoencoder:
   transposed_conv = config.get('transposed_conv', 'subpixel')
   if transposed_conv not in TRANSPOSED_CONVS:
     raise unknown_name('transposed_conv', transposed_conv, TRANSPOSED_CONVS)
-  conv_weight_grad = config.get('conv_weight_grad', 'auto')
-  if conv_weight_grad not in CONV_WEIGHT_GRADS:
-    raise unknown_name('conv_weight_grad', conv_weight_grad, CONV_WEIGHT_GRADS)
-  if conv_weight_grad == 'auto':  # measured per backend: benchmarks/RESULTS.md
-    conv_weight_grad = 'taps' if jax.default_backend() == 'cpu' else 'xla'
+  conv_input_grad = config.get('conv_input_grad', 'auto')
+  if conv_input_grad not in CONV_INPUT_GRADS:
+    raise unknown_name('conv_input_grad', conv_input_grad, CONV_INPUT_GRADS)
+  if conv_input_grad == 'auto':  # measured on CPU only so far: benchmarks/RESULTS.md
+    conv_input_grad = 'subpixel' if jax.default_backend() == 'cpu' else 'xla'
   for key in ('latent_dim', 'hidden_dim'):
     if config.get(key, 1) <= 0:
       raise ConfigError(f'model.{key} must be a positive integer, got {config.get(key)}.')
@@ -87,7 +87,7 @@ def build_model(config, image_shape) -> ae.Autoencoder:
       skips=skips,
       dtype=DTYPES[dtype],
       transposed_conv=transposed_conv,
-      conv_weight_grad=conv_weight_grad,
+      conv_input_grad=conv_input_grad,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
   return ae.Autoencoder(opts, spec.encoder, spec.decoder)

@@ -12,13 +12,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_cae.models.layers import (ConvTranspose, ModelOptions, conv_out_size,
-                                    conv_with_tap_grads, max_pool_2x2, norm_act_dropout)
+                                    conv_subpixel_input_grad, max_pool_2x2,
+                                    norm_act_dropout)
 
 
 def _conv(features, stride, opts, name=None):
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
                  dtype=opts.dtype, param_dtype=jnp.float32, name=name,
-                 conv_general_dilated=(conv_with_tap_grads if opts.conv_weight_grad == 'taps'
+                 conv_general_dilated=(conv_subpixel_input_grad
+                                       if stride == 2 and opts.conv_input_grad == 'subpixel'
                                        else None))
 
 
@@ -75,7 +77,7 @@ class CAEDecoder(nn.Module):
     x = o.act(x).reshape(-1, h, w, o.widths[-1])
     out_widths = _decoder_widths(o)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv, o.conv_weight_grad)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
       if i < len(out_widths) - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)
@@ -114,7 +116,7 @@ class BaseCAEDecoder(nn.Module):
     out_widths = _decoder_widths(o)
     n = len(out_widths)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv, o.conv_weight_grad)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
       if i < n - 1:
         # S1's code orders the last hidden stage ReLU-then-BN; kept as written.
         x = norm_act_dropout(x, o, train, norm_first=(i < n - 2))
@@ -162,7 +164,7 @@ class ImprovedCAEDecoder(nn.Module):
       if f'skip{stage}' in code:
         x = x + code[f'skip{stage}']
       x = ConvTranspose(feat, strides[stage - 1], sizes[stage - 1], o.dtype,
-                        o.transposed_conv, o.conv_weight_grad)(x)
+                        o.transposed_conv)(x)
       if i < n - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)

@@ -40,7 +40,7 @@ class ModelOptions:
   skips: tuple[int, ...] = ()
   dtype: Any = jnp.float32
   transposed_conv: str = 'subpixel'  # or 'dilated' (XLA's zero-insertion form); same function
-  conv_weight_grad: str = 'xla'  # or 'taps' (conv_with_tap_grads); same gradients
+  conv_input_grad: str = 'xla'  # or 'subpixel' (conv_subpixel_input_grad); same gradients
 
   @property
   def act(self) -> Callable:
@@ -53,48 +53,46 @@ def conv_out_size(size: int, stride: int) -> int:
 
 
 TRANSPOSED_CONVS = ('subpixel', 'dilated')
-CONV_WEIGHT_GRADS = ('auto', 'taps', 'xla')
+CONV_INPUT_GRADS = ('auto', 'subpixel', 'xla')
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_taps(x, kernel, strides, padding):
-  return jax.lax.conv_general_dilated(x, kernel, strides, padding,
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+@jax.custom_vjp
+def _conv3x3_s2(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
 
 
-def _conv_taps_fwd(x, kernel, strides, padding):
-  return _conv_taps(x, kernel, strides, padding), (x, kernel)
+def _conv3x3_s2_fwd(x, kernel):
+  return _conv3x3_s2(x, kernel), (x, kernel)
 
 
-def _conv_taps_bwd(strides, padding, residuals, dy):
-  """Input gradient from XLA; kernel gradient as one matrix product per tap (kh x kw of
-  them, each [Cin, N] @ [N, Cout] over N = batch x output pixels): XLA's CPU backend runs
-  its own kernel-gradient convolution 2-3x slower (benchmarks/RESULTS.md)."""
+def _conv3x3_s2_bwd(residuals, dy):
+  """Kernel gradient from XLA; input gradient as the stride-2 transposed conv it is, in
+  sub-pixel form: XLA convolves a zero-dilated dy instead (4x the multiply-adds)."""
   x, kernel = residuals
-  dx = jax.vjp(lambda x: jax.lax.conv_general_dilated(
-      x, kernel, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')), x)[1](dy)[0]
-  kh, kw, cin, cout = kernel.shape
-  (sh, sw), (ho, wo) = strides, dy.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-  taps = [jnp.einsum('bhwc,bhwo->co', xp[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw],
-                     dy, preferred_element_type=jnp.float32)
-          for i in range(kh) for j in range(kw)]
-  return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+  dk = jax.vjp(lambda k: jax.lax.conv_general_dilated(
+      x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC), kernel)[1](dy)[0]
+  # dx[2m - 1 + i] += dy[m] k[i]: PyTorch's ConvTranspose2d(padding=1) with this kernel,
+  # which conv_transpose_subpixel computes given it flipped in space, in/out swapped.
+  dx = conv_transpose_subpixel(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
+  return dx[:, :x.shape[1], :x.shape[2]], dk
 
 
-_conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
+_conv3x3_s2.defvjp(_conv3x3_s2_fwd, _conv3x3_s2_bwd)
 
 
-def conv_with_tap_grads(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                        dimension_numbers=None, feature_group_count=1, precision=None,
-                        preferred_element_type=None):
-  """lax.conv_general_dilated's signature (for nn.Conv's `conv_general_dilated`), NHWC,
-  undilated, ungrouped: the same convolution, with the kernel gradient of _conv_taps_bwd."""
+def conv_subpixel_input_grad(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                             precision=None, preferred_element_type=None):
+  """lax.conv_general_dilated's signature (nn.Conv's `conv_general_dilated`) for a 3x3
+  stride-2 conv with padding 1, NHWC: the same convolution, with _conv3x3_s2_bwd's input
+  gradient."""
   del dimension_numbers, precision, preferred_element_type  # flax passes NHWC / defaults
-  if any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or (
-      feature_group_count != 1) or isinstance(padding, str):
-    raise ValueError('conv_with_tap_grads takes undilated, ungrouped, explicitly padded convs.')
-  return _conv_taps(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+  if (tuple(window_strides) != (2, 2) or tuple(rhs.shape[:2]) != (3, 3) or feature_group_count != 1
+      or isinstance(padding, str) or tuple(tuple(p) for p in padding) != ((1, 1), (1, 1))
+      or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
+    raise ValueError('conv_subpixel_input_grad takes 3x3 stride-2 convs with padding 1.')
+  return _conv3x3_s2(lhs, rhs)
 
 
 class _TransposedConvParams(nn.Module):
@@ -132,15 +130,14 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.stack(rows)
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, conv=jax.lax.conv_general_dilated
-                            ) -> jax.Array:
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """3x3 stride-2 transposed conv (PyTorch padding=1) as one stride-1 2x2 conv with 4x the
   channels, then depth-to-space: [B, h, w, Cin] -> [B, 2h, 2w, Cout]. Same function as the
   zero-dilated form, without the multiply-adds on inserted zeros (9 taps instead of 36)."""
   bsz, h, w, _ = x.shape
   cout = kernel.shape[-1]
-  z = conv(x, subpixel_kernel(kernel), (1, 1), ((0, 1), (0, 1)),
-           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((0, 1), (0, 1)),
+                                   dimension_numbers=_NHWC)
   z = z.reshape(bsz, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return z.reshape(bsz, 2 * h, 2 * w, cout)
 
@@ -163,14 +160,13 @@ class ConvTranspose(nn.Module):
   stride-s convs (ceil division) produced. Input [B, h, w, Cin] -> [B, H, W, features].
   Stride 2 runs as a sub-pixel conv and stride 1 as the plain 3x3 conv it equals (kernel
   unflipped, padding 1), unless `formulation='dilated'` (XLA's transposed conv, the
-  reference); `conv_weight_grad='taps'` takes conv_with_tap_grads' kernel gradient.
+  reference).
   """
   features: int
   stride: int
   target: tuple[int, int]
   dtype: Any = jnp.float32
   formulation: str = 'subpixel'
-  conv_weight_grad: str = 'xla'
 
   @nn.compact
   def __call__(self, x):
@@ -182,11 +178,10 @@ class ConvTranspose(nn.Module):
           f'A stride-{s} transposed conv cannot grow {x.shape[1:3]} to {self.target}; '
           'the encoder and decoder strides do not match.')
     x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    conv = conv_with_tap_grads if self.conv_weight_grad == 'taps' else jax.lax.conv_general_dilated
     if s == 2 and self.formulation == 'subpixel':
-      y = conv_transpose_subpixel(x, kernel, conv)
+      y = conv_transpose_subpixel(x, kernel)
     elif s == 1 and self.formulation == 'subpixel':
-      y = conv(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
     else:
       y = conv_transpose_dilated(x, kernel, s)
     return y[:, :th, :tw] + bias
