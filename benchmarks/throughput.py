@@ -9,6 +9,8 @@ from XLA's cost analysis (against the device's peak where known). With PyTorch i
 (pip install -e '.[bench]'), the same architecture is trained by benchmarks/torch_reference.py
 on the same data, batch size and machine, eager and torch.compile'd, and checked to be the
 same function (weights copied across, outputs compared); the ratios are flax-cae / PyTorch.
+Training is timed in --rounds rounds that alternate between flax-cae and PyTorch, and each
+side's median round is reported, so a slow spell of a noisy machine hits both sides.
 
   python benchmarks/throughput.py [--models=base_cae] [--batch_sizes=64,256]
       [--dtypes=float32,bfloat16] [--torch=eager,compile] [--out=benchmarks/results/NAME]
@@ -59,10 +61,29 @@ def variants() -> list[tuple[str, str, tuple[int, ...]]]:
   return out
 
 
-def make_config(name, skips, batch, dtype, transposed_conv):
+# Settings a run can sweep (--variants): none changes the function computed, only how.
+VARIANT_KEYS = ('model.transposed_conv', 'model.conv_input_grad', 'cpu_convolutions')
+
+
+def parse_variant(text: str) -> dict:
+  """'model.transposed_conv=dilated+cpu_convolutions=xla' -> {key: value}; 'default' -> {}."""
+  out = {}
+  for item in filter(None, text.split('+')):
+    if item == 'default':
+      continue
+    key, _, value = item.partition('=')
+    if key not in VARIANT_KEYS or not value:
+      raise SystemExit(f'--variants: {item!r} is not KEY=VALUE with KEY in {", ".join(VARIANT_KEYS)}.')
+    out[key] = value
+  return out
+
+
+def make_config(name, skips, batch, dtype, variant=None):
   config = s1.get_s1_config('cifar10', 'improved')
-  config.model.update(name=name, widths=(), skips=skips, dtype=dtype,
-                      transposed_conv=transposed_conv)
+  config.model.update(name=name, widths=(), skips=skips, dtype=dtype)
+  for key, value in (variant or {}).items():
+    target, *rest = key.split('.')
+    (config[target] if rest else config)[rest[0] if rest else target] = value
   config.batch_size = config.eval_batch_size = batch
   return config
 
@@ -73,8 +94,9 @@ def commit() -> str:
 
 
 def bench_flax(config, images_u8, steps, time_epoch):
-  """One configuration: dict of measurements (see the module docstring). The epoch, if
-  timed, is one pass over all of `images_u8`, from host memory to the last step."""
+  """One configuration: dict of measurements (see the module docstring) and 'timer',
+  run(steps) -> seconds for that many more training steps. The epoch, if timed, is one
+  pass over all of `images_u8`, from host memory to the last step."""
   mesh = pipeline.make_mesh()
   shape = images_u8.shape[1:]
   batch = config.batch_size
@@ -108,15 +130,22 @@ def bench_flax(config, images_u8, steps, time_epoch):
     state, loss = step_fn(state, images, perm, 0)  # warm-up
     jax.block_until_ready(loss)
 
-  calls = max(1, -(-steps // k))
-  t0 = time.perf_counter()
-  for i in range(calls):
-    state, loss = step_fn(state, images, perm, (i * k) % (spe - k + 1))
-  jax.block_until_ready((state, loss))
-  call_s = (time.perf_counter() - t0) / calls
-  train_ips = k * batch / call_s
+  box = {'state': state, 'call': 0}
 
+  def timer(n_steps):
+    calls = max(1, -(-n_steps // k))
+    st = box['state']
+    t0 = time.perf_counter()
+    for _ in range(calls):
+      st, loss = step_fn(st, images, perm, (box['call'] * k) % (spe - k + 1))
+      box['call'] += 1
+    jax.block_until_ready((st, loss))
+    box['state'] = st
+    return (time.perf_counter() - t0) * n_steps / (calls * k)
+
+  calls = max(1, -(-steps // k))
   eval_fn = trainer.eval_slice
+  state = box['state']
   jax.block_until_ready(eval_fn(state, images, 0, n))
   t0 = time.perf_counter()
   for i in range(calls):
@@ -125,15 +154,14 @@ def bench_flax(config, images_u8, steps, time_epoch):
   eval_ips = calls * batch / (time.perf_counter() - t0)
 
   peak = PEAK_FLOPS.get(jax.devices()[0].device_kind, {}).get(config.model.dtype)
-  achieved = flops / call_s if flops == flops else float('nan')
-  return {'train_ips': train_ips, 'eval_ips': eval_ips, 'compile_s': compile_s,
-          'epoch_s': epoch_s, 'tflops': achieved / 1e12,
-          'peak_fraction': achieved / peak if peak else float('nan'),
-          'steps_per_call': k, 'model': model}
+  return {'eval_ips': eval_ips, 'compile_s': compile_s, 'epoch_s': epoch_s,
+          'flops_per_step': flops / k, 'peak': peak, 'steps_per_call': k, 'model': model,
+          'timer': timer}
 
 
-def bench_torch(label, model, images_u8, batch, steps, modes):
-  """PyTorch on the same architecture and data: {'eager': ips, 'compile': ips, 'check': ...}."""
+def bench_torch(label, model, images_u8, batch, modes):
+  """PyTorch on the same architecture and data, checked to be the same function:
+  {'params': n, 'max_diff': d, mode: run(steps) -> seconds, for each mode}."""
   import torch_reference as tr  # pylint: disable=g-import-not-at-top
   # Checked at initialisation (random weights, not a model collapsed onto the data's mean),
   # with non-trivial BatchNorm statistics.
@@ -151,8 +179,7 @@ def bench_torch(label, model, images_u8, batch, steps, modes):
     if mode == 'compile':
       import torch  # pylint: disable=g-import-not-at-top
       net = torch.compile(net)
-    out[mode] = tr.train_images_per_second(net, images_u8, batch, steps,
-                                           warmup=3 if mode == 'eager' else 5)
+    out[mode] = tr.train_timer(net, images_u8, batch, warmup=3 if mode == 'eager' else 5)
   return out
 
 
@@ -183,34 +210,45 @@ def run_table(args):
       print('PyTorch is not installed (pip install -e ".[bench]"): flax-cae only.')
       torch_modes = []
   wanted = set(args.models.split(',')) if args.models else None
-  rows, torch_rows = [], {}
+  rows, torch_timers = [], {}
   for label, name, skips in variants():
     if wanted and label not in wanted and name not in wanted:
       continue
     for batch in (int(b) for b in args.batch_sizes.split(',')):
       for dtype in args.dtypes.split(','):
-        for tconv in args.transposed_convs.split(','):
-          config = make_config(name, skips, batch, dtype, tconv)
+        for variant in args.variants.split(','):
+          config = make_config(name, skips, batch, dtype, parse_variant(variant))
           with jax.threefry_partitionable(jax.default_backend() != 'cpu'):
             r = bench_flax(config, images, args.steps, time_epoch=bool(args.epoch_images))
-          row = {'model': label, 'batch': batch, 'dtype': dtype, 'transposed_conv': tconv,
+          timers = {'flax': r.pop('timer')}
+          row = {'model': label, 'batch': batch, 'dtype': dtype, 'variant': variant,
                  **{k: v for k, v in r.items() if k != 'model'}}
           if torch_modes and dtype == 'float32':  # the papers' code trains in float32
-            if (label, batch) not in torch_rows:  # once per architecture and batch size
-              torch_rows[label, batch] = bench_torch(label, r['model'], images[:args.n], batch,
-                                                     args.steps, torch_modes)
-            t = torch_rows[label, batch]
-            row.update({f'torch_{m}_ips': t[m] for m in torch_modes},
-                       params=t['params'], same_function_max_diff=t['max_diff'])
-            for m in torch_modes:
-              row[f'vs_torch_{m}'] = row['train_ips'] / t[m]
+            if (label, batch) not in torch_timers:  # once per architecture and batch size
+              torch_timers[label, batch] = bench_torch(label, r['model'], images[:args.n],
+                                                       batch, torch_modes)
+            t = torch_timers[label, batch]
+            row.update(params=t['params'], same_function_max_diff=t['max_diff'])
+            timers.update({m: t[m] for m in torch_modes})
+          ips = {side: [] for side in timers}
+          for _ in range(args.rounds):  # alternate the sides: machine noise hits both
+            for side, run in timers.items():
+              ips[side].append(args.steps * batch / run(args.steps))
+          row['train_ips'] = float(np.median(ips.pop('flax')))
+          row['train_ips_rounds'] = ips  # PyTorch's rounds; flax's median is train_ips
+          row['tflops'] = r['flops_per_step'] * row['train_ips'] / batch / 1e12
+          row['peak_fraction'] = row['tflops'] * 1e12 / r['peak'] if r['peak'] else float('nan')
+          for m in torch_modes if 'params' in row else ():
+            row[f'torch_{m}_ips'] = float(np.median(ips[m]))
+            row[f'vs_torch_{m}'] = row['train_ips'] / row[f'torch_{m}_ips']
+          del row['flops_per_step'], row['peak']
           rows.append(row)
           print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                             for k, v in row.items()}), flush=True)
   title = header(torch_version)
-  cols = ['model', 'batch', 'dtype', 'transposed_conv', 'train_ips', 'eval_ips', 'compile_s',
+  cols = ['model', 'batch', 'dtype', 'variant', 'train_ips', 'eval_ips', 'compile_s',
           'epoch_s', 'tflops', 'peak_fraction']
-  names = ['model', 'batch', 'dtype', 'transposed conv', 'train img/s', 'eval img/s',
+  names = ['model', 'batch', 'dtype', 'variant', 'train img/s', 'eval img/s',
            'compile s', f'epoch s ({args.epoch_images:,} img)' if args.epoch_images else 'epoch s',
            'TFLOP/s', 'of peak']
   for m in torch_modes:
@@ -241,7 +279,8 @@ def run_scaling(args):
       env = dict(os.environ, CUDA_VISIBLE_DEVICES=','.join(map(str, range(n))))
     cmd = [sys.executable, __file__, f'--models={args.models or "improved_cae"}',
            f'--batch_sizes={args.batch_sizes.split(",")[-1]}', f'--dtypes={args.dtypes.split(",")[0]}',
-           '--torch=none', '--epoch_images=0', f'--steps={args.steps}', f'--n={args.n}',
+           '--torch=none', '--epoch_images=0', f'--steps={args.steps}', f'--rounds={args.rounds}',
+           f'--n={args.n}',
            f'--image={args.image}']
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
@@ -263,10 +302,14 @@ def main():
   parser.add_argument('--models', default='', help='labels or names; default: all')
   parser.add_argument('--batch_sizes', default='64,256')
   parser.add_argument('--dtypes', default='float32,bfloat16')
-  parser.add_argument('--transposed_convs', default='subpixel',
-                      help='subpixel,dilated compares the two formulations')
+  parser.add_argument('--variants', default='default',
+                      help='comma-separated settings to compare, each default or KEY=VALUE[+...] '
+                           f'with KEY in {", ".join(VARIANT_KEYS)}; e.g. '
+                           'default,model.transposed_conv=dilated')
   parser.add_argument('--torch', default='eager,compile', help='eager,compile | none')
-  parser.add_argument('--steps', type=int, default=20, help='timed training steps')
+  parser.add_argument('--steps', type=int, default=20, help='timed training steps per round')
+  parser.add_argument('--rounds', type=int, default=5,
+                      help='timing rounds, alternating flax-cae and PyTorch; medians reported')
   parser.add_argument('--epoch_images', type=int, default=50000, help='0 skips the epoch')
   parser.add_argument('--n', type=int, default=4096,
                       help='images for PyTorch, and for flax-cae when no epoch is timed')
@@ -282,9 +325,10 @@ def main():
     out.with_suffix('.md').write_text(table + '\n')
     out.with_suffix('.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
     with open(out.with_suffix('.csv'), 'w', newline='') as f:
-      w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+      flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+      w = csv.DictWriter(f, fieldnames=sorted({k for r in flat for k in r}))
       w.writeheader()
-      w.writerows(rows)
+      w.writerows(flat)
 
 
 if __name__ == '__main__':

@@ -175,6 +175,95 @@ def _registry():
   return {name: spec.encoder for name, spec in models.MODELS.items()}
 
 
+def train_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: int = 3,
+                lr: float = 1e-3):
+  """The papers' loop: DataLoader(TensorDataset(float images), shuffle) -> forward, MSE,
+  backward, opt.step(), per batch. Runs `warmup` steps, then returns run(steps) -> seconds
+  that `steps` more steps took (the loop goes on across epochs and calls)."""
+  data = torch.from_numpy(images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+  loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch,
+                                       shuffle=True, drop_last=True)
+  opt = torch.optim.Adam(model.parameters(), lr=lr)
+  model.train()
+
+  def batches():
+    while True:
+      yield from loader
+
+  it = batches()
+
+  def run(steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      (x,) = next(it)
+      opt.zero_grad()
+      loss = F.mse_loss(model(x), x)
+      loss.backward()
+      opt.step()
+    loss.item()
+    return time.perf_counter() - t0
+
+  run(warmup)
+  return run
+
+
+def train_images_per_second(model: nn.Module, images_u8: np.ndarray, batch: int, steps: int,
+                            warmup: int = 3, lr: float = 1e-3) -> float:
+  """Steady-state training images/s of train_timer's loop over `steps` batches."""
+  return steps * batch / train_timer(model, images_u8, batch, warmup, lr)(steps)
+
+
+@torch.no_grad()
+def load_flax_variables(model: TorchAutoencoder, variables: dict):
+  """Copies a Flax model's params and batch_stats into the mirror (layouts converted)."""
+  params, stats = variables['params'], variables.get('batch_stats', {})
+  for part in ('encoder', 'decoder'):
+    mods = getattr(model, part)
+    for key, mod in mods.items():
+      p = params[part][key]
+      if isinstance(mod, nn.Conv2d):
+        mod.weight.copy_(_t(np.asarray(p['kernel']).transpose(3, 2, 0, 1)))
+        mod.bias.copy_(_t(p['bias']))
+      elif isinstance(mod, nn.ConvTranspose2d):  # Flax applies it unflipped to a dilated input
+        k = np.asarray(p['ConvTranspose_0']['kernel'])[::-1, ::-1].transpose(2, 3, 0, 1)
+        mod.weight.copy_(_t(k))
+        mod.bias.copy_(_t(p['ConvTranspose_0']['bias']))
+      elif isinstance(mod, nn.BatchNorm2d):
+        mod.weight.copy_(_t(p['scale']))
+        mod.bias.copy_(_t(p['bias']))
+        mod.running_mean.copy_(_t(stats[part][key]['mean']))
+        mod.running_var.copy_(_t(stats[part][key]['var']))
+      elif isinstance(mod, nn.Linear):
+        k, b = np.asarray(p['kernel']), np.asarray(p['bias'])
+        c, h, w = model.flat_shape
+        if f'{part}/{key}' == model.flat_in:  # Flax flattens HWC, PyTorch CHW
+          k = k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
+        if f'{part}/{key}' == model.flat_out:
+          k = k.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(-1, c * h * w)
+          b = b.reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+        mod.weight.copy_(_t(k.T))
+        mod.bias.copy_(_t(b))
+
+
+def same_function(flax_model, variables, images_u8: np.ndarray) -> tuple[int, int, float]:
+  """(flax params, torch params, max |output difference|) on the same weights and images."""
+  import jax  # pylint: disable=g-import-not-at-top
+  name = {v: k for k, v in _registry().items()}[flax_model.encoder_cls]
+  tm = TorchAutoencoder(name, flax_model.opts).eval()
+  load_flax_variables(tm, variables)
+  x = images_u8.astype(np.float32) / 255.0
+  ours = np.asarray(flax_model.apply(variables, x)['reconstruction'])
+  with torch.no_grad():
+    theirs = tm(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+  n_flax = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables['params']))
+  return n_flax, n_params(tm), float(np.abs(ours - theirs).max())
+
+
+def _registry():
+  from flax_cae import models  # pylint: disable=g-import-not-at-top
+  return {name: spec.encoder for name, spec in models.MODELS.items()}
+
+
 def train_images_per_second(model: nn.Module, images_u8: np.ndarray, batch: int, steps: int,
                             warmup: int = 3, lr: float = 1e-3) -> float:
   """The papers' loop: DataLoader(TensorDataset(float images), shuffle) -> forward, MSE,

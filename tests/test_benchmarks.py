@@ -25,7 +25,7 @@ def test_steps_per_call_benchmark_runs(tmp_path):
   assert all(r['images_per_second'] > 0 for r in rows)
 
 
-TINY = ['--batch_sizes=8', '--steps=2', '--n=64', '--image=16,16,1']
+TINY = ['--batch_sizes=8', '--steps=2', '--rounds=2', '--n=64', '--image=16,16,1']
 
 
 def run_benchmark(*flags):
@@ -55,6 +55,18 @@ def test_throughput_covers_every_registered_model(tmp_path):
   assert '| train img/s |' in out
 
 
+def test_throughput_compares_variants_of_one_model(tmp_path):
+  variants = 'default,model.transposed_conv=dilated+model.conv_input_grad=xla+cpu_convolutions=xla'
+  run_benchmark('--models=base_cae', '--dtypes=float32', '--torch=none', '--epoch_images=0',
+                f'--variants={variants}', f'--out={tmp_path / "v"}')
+  rows = json.loads((tmp_path / 'v.json').read_text())['rows']
+  assert [r['variant'] for r in rows] == variants.split(',')
+  assert all(r['train_ips'] > 0 for r in rows)
+  proc = subprocess.run([sys.executable, 'benchmarks/throughput.py', '--variants=model.name=cae'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and "'model.name=cae' is not KEY=VALUE" in proc.stderr
+
+
 def test_throughput_against_pytorch_in_the_same_run(tmp_path):
   pytest.importorskip('torch', reason="PyTorch not installed: pip install -e '.[bench]'")
   run_benchmark('--models=improved_cae', '--dtypes=float32', '--torch=eager',
@@ -62,7 +74,7 @@ def test_throughput_against_pytorch_in_the_same_run(tmp_path):
   rows = json.loads((tmp_path / 't.json').read_text())['rows']
   assert len(rows) == 2  # improved_cae with and without skips
   for r in rows:
-    assert r['torch_eager_ips'] > 0
+    assert r['torch_eager_ips'] > 0 and len(r['train_ips_rounds']['eager']) == 2
     assert r['vs_torch_eager'] == pytest.approx(r['train_ips'] / r['torch_eager_ips'])
     assert r['same_function_max_diff'] < 1e-4 and r['params'] > 0
   assert 'parameters on both sides' in (tmp_path / 't.md').read_text()
