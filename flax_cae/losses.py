@@ -18,11 +18,11 @@ Config (an `ml_collections.ConfigDict`; missing keys take the defaults):
 import functools
 from typing import Callable, Mapping, Union
 
-import dm_pix
 import jax.numpy as jnp
 import ml_collections
 
 from flax_cae import errors
+from flax_cae import metrics
 from flax_cae.metrics import SSIM_WINDOW
 
 Array = jnp.ndarray
@@ -99,7 +99,7 @@ def ssim(reconstruction: Array, target: Array) -> Array:
   """
   reconstruction, target = _as_float32(reconstruction, target)
   _check_ssim_size(target)
-  return 1.0 - dm_pix.ssim(reconstruction, target)
+  return 1.0 - metrics.ssim(reconstruction, target)
 
 
 def mse_ssim(reconstruction: Array, target: Array, *,

@@ -212,6 +212,18 @@ def test_image_metrics_match_hand_computation():
   np.testing.assert_allclose(values['ssim'][1], 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize('shape', [(2, 32, 32, 3), (3, 28, 28, 1), (2, 25, 31, 3), (1, 11, 11, 2)])
+def test_ssim_blur_as_matrix_products_equals_dm_pix(shape):
+  """metrics.ssim (dm_pix.ssim with the blur as two matrix products) and dm_pix.ssim as
+  shipped: the same values on random image pairs, including odd and minimal sizes."""
+  import dm_pix  # pylint: disable=g-import-not-at-top
+  a = jax.random.uniform(jax.random.key(0), shape)
+  b = jnp.clip(a + 0.2 * jax.random.normal(jax.random.key(1), shape), 0, 1)
+  assert metrics.gaussian_blur(a).shape == (shape[0], shape[1] - 10, shape[2] - 10, shape[3])
+  np.testing.assert_allclose(metrics.ssim(a, b), dm_pix.ssim(a, b), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(metrics.ssim(a, a), 1.0, atol=1e-6)
+
+
 def test_ssim_and_psnr_match_skimage_on_cifar(cifar_images):
   target = cifar_images.astype(np.float32) / 255
   for kind, recon in _degraded(target).items():
