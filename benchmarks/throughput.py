@@ -145,7 +145,6 @@ def bench_flax(config, images_u8, steps, time_epoch):
 
   calls = max(1, -(-steps // k))
   eval_fn = trainer.eval_slice
-  state = box['state']
   jax.block_until_ready(eval_fn(state, images, 0, n))
   t0 = time.perf_counter()
   for i in range(calls):
@@ -222,7 +221,7 @@ def run_table(args):
             r = bench_flax(config, images, args.steps, time_epoch=bool(args.epoch_images))
           timers = {'flax': r.pop('timer')}
           row = {'model': label, 'batch': batch, 'dtype': dtype, 'variant': variant,
-                 **{k: v for k, v in r.items() if k != 'model'}}
+                 **{k: v for k, v in r.items() if k not in ('model', 'flops_per_step', 'peak')}}
           if torch_modes and dtype == 'float32':  # the papers' code trains in float32
             if (label, batch) not in torch_timers:  # once per architecture and batch size
               torch_timers[label, batch] = bench_torch(label, r['model'], images[:args.n],
@@ -241,7 +240,6 @@ def run_table(args):
           for m in torch_modes if 'params' in row else ():
             row[f'torch_{m}_ips'] = float(np.median(ips[m]))
             row[f'vs_torch_{m}'] = row['train_ips'] / row[f'torch_{m}_ips']
-          del row['flops_per_step'], row['peak']
           rows.append(row)
           print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                             for k, v in row.items()}), flush=True)

@@ -57,9 +57,16 @@ def _compiles_with(options: tuple) -> bool:
     return False
 
 
+def _cpu_convolution_options(config) -> dict | None:
+  name = config.get('cpu_convolutions', 'eigen')
+  if name not in CPU_CONVOLUTIONS:
+    raise errors.unknown_name('cpu_convolutions', name, CPU_CONVOLUTIONS)
+  return CPU_CONVOLUTIONS[name]
+
+
 def compiler_options(config) -> dict | None:
   """XLA options for the compiled steps of this backend (see CPU_CONVOLUTIONS)."""
-  options = CPU_CONVOLUTIONS[config.get('cpu_convolutions', 'eigen')]
+  options = _cpu_convolution_options(config)
   if jax.default_backend() != 'cpu' or not options:
     return None
   return options if _compiles_with(tuple(options.items())) else None
@@ -184,8 +191,9 @@ class Trainer:
   def eval_batch(self):
     """Masked metric sums of one batch: padded rows (mask False) count for nothing."""
     if not hasattr(self, '_eval_batch'):
-      self._eval_batch = jax.jit(self._eval_sums, in_shardings=(self.rep, self.data_sharding, self.data_sharding),
-                                 out_shardings=self.rep, compiler_options=self.compiler_options)
+      self._eval_batch = jax.jit(
+          self._eval_sums, in_shardings=(self.rep, self.data_sharding, self.data_sharding),
+          out_shardings=self.rep, compiler_options=self.compiler_options)
     return self._eval_batch
 
   @property
@@ -253,8 +261,7 @@ def validate(config, n_devices: int):
           f'choose a multiple of {n_devices} (e.g. --config.{key}={n_devices * max(1, config[key] // n_devices)}).')
   if config.steps_per_call < 0:
     raise ConfigError('steps_per_call must be >= 0 (0 picks the backend default).')
-  if config.get('cpu_convolutions', 'eigen') not in CPU_CONVOLUTIONS:
-    raise errors.unknown_name('cpu_convolutions', config.cpu_convolutions, CPU_CONVOLUTIONS)
+  _cpu_convolution_options(config)
   # Names and values that need no data: checked before anything is read or written.
   losses_lib.get_loss(config.loss)
   optim.make_optimizer(config.optimizer, 1, config.num_epochs)

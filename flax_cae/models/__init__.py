@@ -43,7 +43,8 @@ def build_model(config, image_shape) -> ae.Autoencoder:
   `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
   activation, negative_slope, batch_norm, dropout_rate, skips, dtype ('float32' or
   'bfloat16'; parameters stay float32 either way), transposed_conv ('subpixel' or
-  'dilated': two formulations of the same layer, see layers.ConvTranspose).
+  'dilated': two formulations of the same layer, see layers.ConvTranspose), conv_input_grad
+  ('auto', 'subpixel' or 'xla': how stride-2 convs compute their input gradient).
   """
   if config.name not in MODELS:
     raise unknown_name('model', config.name, MODELS)

@@ -57,9 +57,11 @@ CONV_INPUT_GRADS = ('auto', 'subpixel', 'xla')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-@jax.custom_vjp
-def _conv3x3_s2(x, kernel):
+def _xla_conv3x3_s2(x, kernel):
   return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
+
+
+_conv3x3_s2 = jax.custom_vjp(_xla_conv3x3_s2)
 
 
 def _conv3x3_s2_fwd(x, kernel):
@@ -70,8 +72,7 @@ def _conv3x3_s2_bwd(residuals, dy):
   """Kernel gradient from XLA; input gradient as the stride-2 transposed conv it is, in
   sub-pixel form: XLA convolves a zero-dilated dy instead (4x the multiply-adds)."""
   x, kernel = residuals
-  dk = jax.vjp(lambda k: jax.lax.conv_general_dilated(
-      x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC), kernel)[1](dy)[0]
+  dk = jax.vjp(lambda k: _xla_conv3x3_s2(x, k), kernel)[1](dy)[0]
   # dx[2m - 1 + i] += dy[m] k[i]: PyTorch's ConvTranspose2d(padding=1) with this kernel,
   # which conv_transpose_subpixel computes given it flipped in space, in/out swapped.
   dx = conv_transpose_subpixel(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
@@ -145,8 +146,7 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def conv_transpose_dilated(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """The reference: XLA's transposed conv (a conv over a zero-dilated input), as
   nn.ConvTranspose(padding='VALID') computes it, then PyTorch's padding=1 crop."""
-  y = jax.lax.conv_transpose(x, kernel, (stride, stride), 'VALID',
-                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = jax.lax.conv_transpose(x, kernel, (stride, stride), 'VALID', dimension_numbers=_NHWC)
   return y[:, 1:, 1:]
 
 
