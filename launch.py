@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_cae import distributed, train
+from flax_cae import distributed, host_memory, train
 from flax_cae.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -70,6 +70,12 @@ def main(argv):
     if FLAGS.debug:
       raise
     _config_error(e)
+  try:  # before JAX starts: XLA's threads pick their malloc arena on first use
+    logging.info('Host memory: %s.', host_memory.configure(config.get('cpu_malloc', 'keep')))
+  except UserError as e:
+    if FLAGS.debug:
+      raise
+    _fail(str(e))
   try:
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id)

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from configs import s1
-from flax_cae import models, train
+from flax_cae import host_memory, models, train
 from flax_cae.data import pipeline
 
 # Dense peak FLOP/s by device kind and compute dtype (vendor data sheets); CPUs: unknown.
@@ -186,12 +186,15 @@ def fmt(v, spec=',.0f'):
   return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+HOST_MEMORY = ''  # what host_memory.configure did (main sets it before JAX starts)
+
+
 def header(torch_version):
   dev = jax.devices()[0]
   return (f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
           f'jax {jax.__version__}, flax {flax.__version__}'
           f'{", torch " + torch_version if torch_version else ""}, {platform.node()}, '
-          f'{datetime.date.today()}, commit {commit()}')
+          f'{datetime.date.today()}, commit {commit()}, host memory: {HOST_MEMORY}')
 
 
 def run_table(args):
@@ -313,8 +316,13 @@ def main():
                       help='images for PyTorch, and for flax-cae when no epoch is timed')
   parser.add_argument('--image', default='32,32,3')
   parser.add_argument('--scaling', default='', help='device counts, e.g. 1,2,4,8')
+  parser.add_argument('--cpu_malloc', default='keep', choices=host_memory.CPU_MALLOC,
+                      help="as launch.py's config.cpu_malloc; process-wide, so PyTorch's side "
+                           'runs with it too')
   parser.add_argument('--out', default='', help='write OUT.md, OUT.csv and OUT.json')
   args = parser.parse_args()
+  global HOST_MEMORY
+  HOST_MEMORY = host_memory.configure(args.cpu_malloc)
   title, rows, table = run_scaling(args) if args.scaling else run_table(args)
   print('\n' + table)
   if args.out:

@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_epochs = 60
   c.steps_per_call = 0          # 0 = measured default per backend (CPU 1)
   c.cpu_convolutions = 'eigen'  # eigen | xla: which library runs convolutions on XLA's CPU backend
+  c.cpu_malloc = 'keep'         # keep | system: on CPU, keep freed host memory (launch.py sets it)
   c.eval_every_epochs = 10
   c.checkpoint_every_epochs = 10
   c.keep_checkpoints = 2        # latest k, plus the best by validation PSNR

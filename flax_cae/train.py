@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from flax_cae import errors, optim, writers
+from flax_cae import errors, host_memory, optim, writers
 from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
 from flax_cae import models as models_lib
@@ -262,6 +262,7 @@ def validate(config, n_devices: int):
   if config.steps_per_call < 0:
     raise ConfigError('steps_per_call must be >= 0 (0 picks the backend default).')
   _cpu_convolution_options(config)
+  host_memory.check_name(config.get('cpu_malloc', 'keep'))
   # Names and values that need no data: checked before anything is read or written.
   losses_lib.get_loss(config.loss)
   optim.make_optimizer(config.optimizer, 1, config.num_epochs)

@@ -37,6 +37,7 @@ BAD_FLAGS = [
     (['--config.batch_size=0'], 'batch_size must be a positive integer'),
     (['--config.num_epochs=-3'], 'num_epochs must be a positive integer'),
     (['--config.cpu_convolutions=mkl'], 'valid cpu_convolutions names are: eigen, xla'),
+    (['--config.cpu_malloc=jemalloc'], 'valid cpu_malloc names are: keep, system'),
     (['--config=configs/no_such_config.py'], 'no_such_config.py'),
     (['--config.optimizer.learnin_rate=1'], 'Did you mean "learning_rate"'),
     (['--config.data.name=cifar10', '--config.data.download=False'],
