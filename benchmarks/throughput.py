@@ -34,6 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
+# On a GPU, JAX would otherwise take 75% of its memory at start, leaving PyTorch's side of
+# the comparison (same process) too little.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 import flax  # pylint: disable=g-import-not-at-top
 import jax
@@ -43,11 +46,21 @@ from configs import s1
 from flax_cae import host_memory, models, train
 from flax_cae.data import pipeline
 
-# Dense peak FLOP/s by device kind and compute dtype (vendor data sheets); CPUs: unknown.
+# Dense peak FLOP/s by compute dtype (vendor data sheets; float32 as TF32, which JAX's
+# default precision uses on these GPUs), matched against the start of jax's device_kind
+# (e.g. 'NVIDIA H100 80GB HBM3'); CPUs: unknown.
 PEAK_FLOPS = {
-    'NVIDIA H100 80GB HBM3': {'bfloat16': 989e12, 'float32': 494e12},  # fp32 via TF32
+    'NVIDIA H100 PCIe': {'bfloat16': 756e12, 'float32': 378e12},
+    'NVIDIA H100': {'bfloat16': 989e12, 'float32': 494e12},  # SXM, HBM3
     'NVIDIA H200': {'bfloat16': 989e12, 'float32': 494e12},
 }
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  for prefix, peaks in PEAK_FLOPS.items():  # the more specific prefixes come first
+    if device_kind.startswith(prefix):
+      return peaks.get(dtype)
+  return None
 
 
 def variants() -> list[tuple[str, str, tuple[int, ...]]]:
@@ -105,7 +118,7 @@ def bench_flax(config, images_u8, steps, time_epoch):
   model = models.build_model(config.model, shape)
   trainer = train.Trainer(config, model, mesh, steps_per_epoch=spe)
   state = trainer.init_state()
-  k = train.DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1)
+  k = min(train.DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1), spe)
   sharding = pipeline.batch_sharding(mesh)
 
   t0 = time.perf_counter()
@@ -117,12 +130,18 @@ def bench_flax(config, images_u8, steps, time_epoch):
 
   epoch_s = float('nan')
   if time_epoch:  # the input path (copy to the devices, permute) and every step
+    # The epoch's last call runs the steps k does not divide, as train_and_evaluate does;
+    # compiled here, outside the timing, as a run compiles it once.
+    calls = [(offset, step_fn) for offset in range(0, spe - spe % k, k)]
+    if spe % k:
+      calls.append((spe - spe % k, trainer.train_chunk(spe % k, True).lower(
+          state, abstract, perm, 0).compile()))
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     images = pipeline.to_global(images_u8, sharding, images_u8.shape)
     perm = pipeline.epoch_permutation(0, 1, n, mesh)
-    for offset in range(0, spe - spe % k, k):
-      state, loss = step_fn(state, images, perm, offset)
+    for offset, fn in calls:
+      state, loss = fn(state, images, perm, offset)
     jax.block_until_ready((state, loss))
     epoch_s = time.perf_counter() - t0
   else:
@@ -152,10 +171,16 @@ def bench_flax(config, images_u8, steps, time_epoch):
   jax.block_until_ready(sums)
   eval_ips = calls * batch / (time.perf_counter() - t0)
 
-  peak = PEAK_FLOPS.get(jax.devices()[0].device_kind, {}).get(config.model.dtype)
+  peak = peak_flops(jax.devices()[0].device_kind, config.model.dtype)
   return {'eval_ips': eval_ips, 'compile_s': compile_s, 'epoch_s': epoch_s,
           'flops_per_step': flops / k, 'peak': peak, 'steps_per_call': k, 'model': model,
           'timer': timer}
+
+
+def torch_device() -> str:
+  """PyTorch runs on the accelerator JAX uses (a CUDA GPU), else on the CPU."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
 
 
 def bench_torch(label, model, images_u8, batch, modes):
@@ -178,7 +203,8 @@ def bench_torch(label, model, images_u8, batch, modes):
     if mode == 'compile':
       import torch  # pylint: disable=g-import-not-at-top
       net = torch.compile(net)
-    out[mode] = tr.train_timer(net, images_u8, batch, warmup=3 if mode == 'eager' else 5)
+    out[mode] = tr.train_timer(net, images_u8, batch, warmup=3 if mode == 'eager' else 5,
+                               device=torch_device())
   return out
 
 
@@ -207,7 +233,7 @@ def run_table(args):
   if torch_modes:
     try:
       import torch  # pylint: disable=g-import-not-at-top
-      torch_version = torch.__version__
+      torch_version = f'{torch.__version__} ({torch_device()})'
     except ImportError:
       print('PyTorch is not installed (pip install -e ".[bench]"): flax-cae only.')
       torch_modes = []
@@ -277,6 +303,9 @@ def run_scaling(args):
   for n in (int(v) for v in args.scaling.split(',')):
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
     if jax.default_backend() != 'cpu':
+      if n > jax.device_count():
+        print(f'scaling: skipping {n} devices, this machine has {jax.device_count()}.')
+        continue
       env = dict(os.environ, CUDA_VISIBLE_DEVICES=','.join(map(str, range(n))))
     cmd = [sys.executable, __file__, f'--models={args.models or "improved_cae"}',
            f'--batch_sizes={args.batch_sizes.split(",")[-1]}', f'--dtypes={args.dtypes.split(",")[0]}',

@@ -163,7 +163,10 @@ def same_function(flax_model, variables, images_u8: np.ndarray) -> tuple[int, in
   tm = TorchAutoencoder(name, flax_model.opts).eval()
   load_flax_variables(tm, variables)
   x = images_u8.astype(np.float32) / 255.0
-  ours = np.asarray(flax_model.apply(variables, x)['reconstruction'])
+  # Full float32 on both sides: on a GPU, JAX's and cuDNN's defaults use TF32 (10-bit
+  # mantissas), which would hide a wrong layer in the rounding.
+  with jax.default_matmul_precision('highest'):
+    ours = np.asarray(flax_model.apply(variables, x)['reconstruction'])
   with torch.no_grad():
     theirs = tm(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
   n_flax = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables['params']))
@@ -175,14 +178,20 @@ def _registry():
   return {name: spec.encoder for name, spec in models.MODELS.items()}
 
 
+def default_device() -> str:
+  return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 def train_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: int = 3,
-                lr: float = 1e-3):
-  """The papers' loop: DataLoader(TensorDataset(float images), shuffle) -> forward, MSE,
-  backward, opt.step(), per batch. Runs `warmup` steps, then returns run(steps) -> seconds
-  that `steps` more steps took (the loop goes on across epochs and calls)."""
+                lr: float = 1e-3, device: str = 'cpu'):
+  """The papers' loop: DataLoader(TensorDataset(float images), shuffle) -> batch.to(device),
+  forward, MSE, backward, opt.step(), per batch, with PyTorch's default settings. Runs
+  `warmup` steps, then returns run(steps) -> seconds that `steps` more steps took (the loop
+  goes on across epochs and calls; loss.item() at the end waits for the device)."""
   data = torch.from_numpy(images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
   loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch,
                                        shuffle=True, drop_last=True)
+  model.to(device)
   opt = torch.optim.Adam(model.parameters(), lr=lr)
   model.train()
 
@@ -196,6 +205,7 @@ def train_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: int
     t0 = time.perf_counter()
     for _ in range(steps):
       (x,) = next(it)
+      x = x.to(device)
       opt.zero_grad()
       loss = F.mse_loss(model(x), x)
       loss.backward()
@@ -208,16 +218,17 @@ def train_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: int
 
 
 def train_images_per_second(model: nn.Module, images_u8: np.ndarray, batch: int, steps: int,
-                            warmup: int = 3, lr: float = 1e-3) -> float:
+                            warmup: int = 3, lr: float = 1e-3, device: str = 'cpu') -> float:
   """Steady-state training images/s of train_timer's loop over `steps` batches."""
-  return steps * batch / train_timer(model, images_u8, batch, warmup, lr)(steps)
+  return steps * batch / train_timer(model, images_u8, batch, warmup, lr, device)(steps)
 
 
 @torch.no_grad()
 def eval_images_per_second(model: nn.Module, images_u8: np.ndarray, batch: int,
-                           steps: int) -> float:
+                           steps: int, device: str = 'cpu') -> float:
   data = torch.from_numpy(images_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-  model.eval()
+  data = data.to(device)
+  model.to(device).eval()
   model(data[:batch])
   t0 = time.perf_counter()
   for i in range(steps):
@@ -234,18 +245,21 @@ def main():
   parser.add_argument('--batch_sizes', default='64,256')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--compile', action='store_true', help='also time torch.compile')
+  parser.add_argument('--device', default=default_device(), help='cpu | cuda')
   args = parser.parse_args()
   images = np.random.default_rng(0).integers(0, 256, (2048, 32, 32, 3), dtype=np.uint8)
-  print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
+  print(f'torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads')
   print('| model | batch | params | eager train img/s | compiled train img/s |')
   print('|---|---|---|---|---|')
   for name in args.models.split(','):
     opts = models.build_model(ml_collections.ConfigDict(dict(name=name, activation='relu')),
                               images.shape[1:]).opts
     for b in (int(v) for v in args.batch_sizes.split(',')):
-      eager = train_images_per_second(TorchAutoencoder(name, opts), images, b, args.steps)
+      eager = train_images_per_second(TorchAutoencoder(name, opts), images, b, args.steps,
+                                      device=args.device)
       compiled = (train_images_per_second(torch.compile(TorchAutoencoder(name, opts)), images, b,
-                                          args.steps) if args.compile else float('nan'))
+                                          args.steps, device=args.device)
+                  if args.compile else float('nan'))
       print(f'| {name} | {b} | {n_params(TorchAutoencoder(name, opts)):,} | {eager:,.0f} | '
             f'{compiled:,.0f} |')
 

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite in one command, for a machine with an accelerator (or any machine).
+#
+#   bash benchmarks/device_run.sh [STAGE ...]     (default: env smoke steps float32)
+#
+# Stages, each one self-contained (a failing stage is reported and the next one runs):
+#   env       devices, driver, versions
+#   smoke     the numerics tests on this backend at full float32 precision, then
+#             launch.py on the embedded default (3 epochs): the whole training path
+#             (steps per call, checkpoints, on-device metrics) on this backend
+#   steps     steps per device call 1, 4, 16, 64 (benchmarks/steps_per_call.py)
+#   float32   throughput.py: every model, batch 64 and 256, float32, vs PyTorch eager and
+#             torch.compile on the same device, with a full CIFAR-10-sized epoch
+#   bfloat16  throughput.py: bfloat16 compute, flax-cae alone (the papers train in float32)
+#   scaling   throughput.py --scaling over the devices present
+#
+# On this workplace's lent GPU machines (no registry there), run benchmarks/device_wheels.sh
+# here first and carry .whl: the wheels are installed into /tmp/site. Results go to $OUT
+# (results.tgz with every table's .md/.csv/.json and each stage's log, summary.md, run.log), or to
+# benchmarks/results/device-DATE when OUT is unset. SIZE=tiny runs every stage at a toy size
+# (the test suite does, on the CPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-benchmarks/results/device-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/run.log") 2>&1
+R=$(mktemp -d)
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+STAGES=("$@")
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(env smoke steps float32)
+
+imports() { "$PY" -c 'import flax_cae.train, configs.s1' 2>"$R/import.err"; }
+if ! imports && ls .whl/*.whl >/dev/null 2>&1; then  # only where the packages are missing
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if ! imports; then
+  tail -3 "$R/import.err"
+  echo "flax-cae does not import here; on a machine without a registry, run" \
+       "benchmarks/device_wheels.sh where pip works and carry .whl." >&2
+  exit 2
+fi
+
+if [ "${SIZE:-full}" = tiny ]; then
+  TP=(--models=base_cae --batch_sizes=8 --steps=2 --rounds=2 --n=64 --image=16,16,1
+      --epoch_images=64)
+  SPC=(--model=base_cae --batch=8 --steps=2 --ks=1,2 --image=16,16,1 --n=64)
+  EPOCHS=1
+  TESTS=(tests/test_models.py -k equals_the_dilated_reference)
+else
+  # 160 steps a round: ten 16-step calls on a GPU, long enough to time.
+  TP=(--batch_sizes=64,256 --steps=160 --rounds=5 --epoch_images=50000)
+  SPC=(--ks=1,4,16,64 --steps=256 --n=16384)
+  EPOCHS=3
+  TESTS=(tests/test_models.py tests/test_losses_metrics_optim.py)
+fi
+BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
+
+stage() {  # name, command...: runs it, logs it, reports its status
+  local name=$1; shift
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee "$R/$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$R/status.txt"
+}
+
+for s in "${STAGES[@]}"; do
+  case $s in
+    env) stage env bash -c "nvidia-smi || true; $PY -c 'import sys, jax, flax, optax
+print(sys.version); print(jax.__version__, flax.__version__, optax.__version__)
+print(jax.devices())
+try:
+  import torch; print(\"torch\", torch.__version__, torch.cuda.is_available())
+except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || true" ;;
+    smoke)
+      platform=$([ "$BACKEND" = gpu ] && echo cuda || echo "$BACKEND")
+      stage smoke_tests env JAX_PLATFORMS="$platform" JAX_DEFAULT_MATMUL_PRECISION=highest \
+        "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+      stage smoke_launch "$PY" launch.py --config=configs/default.py --workdir="$R/default_run" \
+        --config.num_epochs=$EPOCHS
+      cp "$R"/default_run/results.md "$R"/default_run/reconstructions/*.png "$R"/ 2>/dev/null
+      rm -rf "$R/default_run" ;;
+    steps) stage steps "$PY" benchmarks/steps_per_call.py "${SPC[@]}" --json="$R/steps_per_call.json" ;;
+    float32) stage float32 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
+               --torch=eager,compile --out="$R/${BACKEND}_float32" ;;
+    bfloat16) stage bfloat16 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=bfloat16 \
+                --torch=none --out="$R/${BACKEND}_bfloat16" ;;
+    scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
+               --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 scaling)" \
+         | tee -a "$R/status.txt" ;;
+  esac
+done
+
+# The tables last: what a reply that keeps only the end of the output shows.
+{ cat "$R/status.txt"; for f in "$R"/*.md; do [ -e "$f" ] && { echo; cat "$f"; }; done
+  sed -n '/^| data |/,$p' "$R/steps.log" 2>/dev/null; } > "$OUT/summary.md"
+tar czf "$OUT/results.tgz" -C "$R" .
+echo; cat "$OUT/summary.md"
+! grep -q 'exit [1-9]' "$R/status.txt"
