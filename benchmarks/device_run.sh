@@ -12,6 +12,8 @@
 #   float32   throughput.py: every model, batch 64 and 256, float32, vs PyTorch eager and
 #             torch.compile on the same device, with a full CIFAR-10-sized epoch
 #   bfloat16  throughput.py: bfloat16 compute, flax-cae alone (the papers train in float32)
+#   levers    throughput.py --variants: XLA's dilated transposed conv and the sub-pixel conv
+#             input gradient against the defaults (same function, other formulation)
 #   scaling   throughput.py --scaling over the devices present
 #
 # On this workplace's lent GPU machines (no registry there), run benchmarks/device_wheels.sh
@@ -48,12 +50,14 @@ if [ "${SIZE:-full}" = tiny ]; then
   SPC=(--model=base_cae --batch=8 --steps=2 --ks=1,2 --image=16,16,1 --n=64)
   EPOCHS=1
   TESTS=(tests/test_models.py -k equals_the_dilated_reference)
+  LEVERS=()
 else
   # 160 steps a round: ten 16-step calls on a GPU, long enough to time.
   TP=(--batch_sizes=64,256 --steps=160 --rounds=5 --epoch_images=50000)
   SPC=(--ks=1,4,16,64 --steps=256 --n=16384)
   EPOCHS=3
   TESTS=(tests/test_models.py tests/test_losses_metrics_optim.py)
+  LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
 fi
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
@@ -87,9 +91,12 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
                --torch=eager,compile --out="$R/${BACKEND}_float32" ;;
     bfloat16) stage bfloat16 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=bfloat16 \
                 --torch=none --out="$R/${BACKEND}_bfloat16" ;;
+    levers) stage levers "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 --torch=none \
+              --epoch_images=0 "${LEVERS[@]}" --out="$R/${BACKEND}_levers" \
+              --variants=default,model.transposed_conv=dilated,model.conv_input_grad=subpixel ;;
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 scaling)" \
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

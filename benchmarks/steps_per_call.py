@@ -76,7 +76,7 @@ def main():
   streamed = pipeline.Split('train', args.n, shape)
   streamed.host_images = host_images  # in memory: measures the transfer, not disk reads
 
-  with jax.threefry_partitionable(jax.default_backend() != 'cpu'):
+  with train.random_streams():
     trainer = train.Trainer(config, model, mesh, steps_per_epoch=args.n // args.batch)
     state = trainer.init_state()
     rows = []

@@ -246,7 +246,7 @@ def run_table(args):
       for dtype in args.dtypes.split(','):
         for variant in args.variants.split(','):
           config = make_config(name, skips, batch, dtype, parse_variant(variant))
-          with jax.threefry_partitionable(jax.default_backend() != 'cpu'):
+          with train.random_streams():
             r = bench_flax(config, images, args.steps, time_epoch=bool(args.epoch_images))
           timers = {'flax': r.pop('timer')}
           row = {'model': label, 'batch': batch, 'dtype': dtype, 'variant': variant,

@@ -7,6 +7,7 @@ stream are functions of (seed, step), so a run resumed from a checkpoint continu
 exactly as if it had never stopped.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -298,14 +299,21 @@ def _fmt_time(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+def random_streams():
+  """The context every compiled step runs in. Partitionable threefry (JAX's default) lets
+  each device draw only its shard of the dropout masks, but XLA's CPU compiler takes ~10 s
+  more per run on it; on CPU we use the classic stream. Either way the numbers do not
+  depend on the device count."""
+  if jax.default_backend() != 'cpu':
+    return contextlib.nullcontext()  # JAX's default, whatever its flag is called
+  return jax.threefry_partitionable(False)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config.model` on `config.data` in `workdir` (resuming if it holds checkpoints)
   and returns the results dict also written to results.json; stopped by SIGTERM, it saves
   and returns {'preempted': True, 'step': ..., 'total_steps': ...} instead."""
-  # Partitionable threefry (JAX's default) lets each device draw only its shard of the
-  # dropout masks, but XLA's CPU compiler takes ~10 s more per run on it; on CPU we use
-  # the classic stream. Either way the numbers do not depend on the device count.
-  with jax.threefry_partitionable(jax.default_backend() != 'cpu'), StopOnSigterm() as stop:
+  with random_streams(), StopOnSigterm() as stop:
     return _train_and_evaluate(config, workdir, stop)
 
 

@@ -92,19 +92,22 @@ def test_device_run_script_runs_every_stage(tmp_path):
   runs and leaves its tables; a stage it does not know fails the run, the others still run."""
   out = tmp_path / 'out'
   proc = subprocess.run(
-      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'nope'], cwd=ROOT,
+      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'nope'], cwd=ROOT,
       capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
-  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32'):
+  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
   with tarfile.open(out / 'results.tgz') as tar:
     names = {os.path.basename(n) for n in tar.getnames()}
     rows = json.load(tar.extractfile('./cpu_float32.json'))['rows']
+    levers = json.load(tar.extractfile('./cpu_levers.json'))['rows']
   assert {'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
           'smoke_tests.log'} <= names
   assert [r['model'] for r in rows] == ['base_cae'] and rows[0]['epoch_s'] > 0
+  assert [r['variant'] for r in levers] == [
+      'default', 'model.transposed_conv=dilated', 'model.conv_input_grad=subpixel']
   assert '| data | steps per call |' in summary and (out / 'run.log').stat().st_size > 0
