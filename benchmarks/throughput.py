@@ -199,7 +199,7 @@ def bench_torch(label, model, images_u8, batch, modes):
   name = {s.encoder: k for k, s in models.MODELS.items()}[model.encoder_cls]
   out = {'params': n_torch, 'max_diff': max_diff}
   for mode in modes:
-    net = tr.TorchAutoencoder(name, model.opts)
+    net = tr.TorchAutoencoder(name, model.opts).to(torch_device())
     if mode == 'compile':
       import torch  # pylint: disable=g-import-not-at-top
       net = torch.compile(net)

@@ -92,8 +92,8 @@ def test_device_run_script_runs_every_stage(tmp_path):
   runs and leaves its tables; a stage it does not know fails the run, the others still run."""
   out = tmp_path / 'out'
   proc = subprocess.run(
-      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'nope'], cwd=ROOT,
-      capture_output=True, text=True, timeout=900,
+      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'nope'],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
