@@ -124,7 +124,9 @@ def bench_flax(config, images_u8, steps, time_epoch):
   t0 = time.perf_counter()
   abstract = jax.ShapeDtypeStruct(images_u8.shape, images_u8.dtype, sharding=sharding)
   perm = pipeline.epoch_permutation(0, 0, n, mesh)
-  step_fn = trainer.train_chunk(k, True).lower(state, abstract, perm, 0).compile()
+  compile_chunk = lambda steps: trainer.train_chunk(steps, True).lower(
+      state, abstract, perm, 0).compile()
+  step_fn = compile_chunk(k)
   compile_s = time.perf_counter() - t0
   flops = (step_fn.cost_analysis() or {}).get('flops', float('nan'))
 
@@ -134,8 +136,7 @@ def bench_flax(config, images_u8, steps, time_epoch):
     # compiled here, outside the timing, as a run compiles it once.
     calls = [(offset, step_fn) for offset in range(0, spe - spe % k, k)]
     if spe % k:
-      calls.append((spe - spe % k, trainer.train_chunk(spe % k, True).lower(
-          state, abstract, perm, 0).compile()))
+      calls.append((spe - spe % k, compile_chunk(spe % k)))
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     images = pipeline.to_global(images_u8, sharding, images_u8.shape)
@@ -179,8 +180,8 @@ def bench_flax(config, images_u8, steps, time_epoch):
 
 def torch_device() -> str:
   """PyTorch runs on the accelerator JAX uses (a CUDA GPU), else on the CPU."""
-  import torch  # pylint: disable=g-import-not-at-top
-  return 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
+  import torch_reference as tr  # pylint: disable=g-import-not-at-top
+  return tr.default_device() if jax.default_backend() == 'gpu' else 'cpu'
 
 
 def bench_torch(label, model, images_u8, batch, modes):
