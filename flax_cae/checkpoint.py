@@ -2,6 +2,8 @@
 
 A best-only policy (orbax's `max_to_keep` with `best_fn`) may delete the newest
 checkpoint, which a resumed run needs; we combine two preservation policies instead.
+Members trained together share one checkpoint of their stacked states; the best of
+each member is kept (`BestPerMember`).
 Each checkpoint holds the train state (arrays) and a small JSON record (epoch,
 early-stopping counters, best step) so a restarted run continues exactly.
 
@@ -11,6 +13,7 @@ checkpoint that no longer reads (a damaged file) is moved to
 `checkpoints.unreadable/` (kept, not deleted) and the previous one is used.
 """
 
+import dataclasses
 import glob
 import logging as py_logging
 import os
@@ -40,6 +43,32 @@ def quiet_orbax():
       handler.addFilter(_OrbaxInfoFilter())
 
 
+def _scores(metrics) -> list[float] | None:
+  """The per-member validation scores a checkpoint was saved with (one number for a single
+  run, a list for members trained together); NaN (a diverged member) ranks last."""
+  if not metrics or BEST_METRIC not in metrics:
+    return None
+  values = metrics[BEST_METRIC]
+  values = values if isinstance(values, (list, tuple)) else [values]
+  return [v if v == v else -float('inf') for v in map(float, values)]
+
+
+@dataclasses.dataclass
+class BestPerMember:
+  """Orbax preservation policy: keeps, for each member, the checkpoint with its highest
+  score (orbax's BestN for one member). It reads only the metrics stored with each
+  checkpoint, so it survives restarts."""
+
+  def should_preserve(self, checkpoints, *, context) -> list[bool]:
+    del context
+    keep = [False] * len(checkpoints)
+    scored = [(i, s) for i, c in enumerate(checkpoints) if (s := _scores(c.metrics))]
+    for m in range(max((len(s) for _, s in scored), default=0)):
+      ranked = [(s[m], i) for i, s in scored if m < len(s)]
+      keep[max(ranked)[1]] = True
+    return keep
+
+
 class Checkpoints:
   """The workdir's checkpoint directory."""
 
@@ -49,10 +78,8 @@ class Checkpoints:
     half_written = sorted(glob.glob(os.path.join(directory, f'*{ocp.utils.TMP_DIR_SUFFIX}*')))
     policy = cm.AnyPreservationPolicy([
         cm.LatestN(n=keep),
-        # Sorted ascending by PSNR, BestN keeps the last (highest) one. Checkpoints saved
-        # without metrics (on SIGTERM) are left to LatestN.
-        cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
-                 keep_checkpoints_without_metrics=False),
+        # Checkpoints saved without metrics (on SIGTERM) are left to LatestN.
+        BestPerMember(),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
                                            cleanup_tmp_directories=True)
@@ -73,7 +100,8 @@ class Checkpoints:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None):
-    """Saves at `step`; `metrics` (validation, with 'psnr') ranks it for best-keeping."""
+    """Saves at `step`; `metrics` (validation 'psnr', a list with one value per member
+    trained together) ranks it for best-keeping."""
     self.manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),

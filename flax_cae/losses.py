@@ -133,6 +133,11 @@ _LOSS_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def weight_names(name: str) -> tuple[str, ...]:
+  """The numeric weights of loss `name` (e.g. alpha, beta), in the order get_loss reads them."""
+  return _LOSS_KEYS.get(name, ())
+
+
 def loss_names() -> list[str]:
   """The valid values of `config.name`, sorted."""
   return sorted(LOSSES)

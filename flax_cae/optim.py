@@ -321,8 +321,8 @@ def _optimizer_values(config: Config) -> dict[str, Any]:
   return c
 
 
-def make_optimizer(config: Config, steps_per_epoch: int,
-                   num_epochs: float) -> optax.GradientTransformation:
+def make_optimizer(config: Config, steps_per_epoch: int, num_epochs: float,
+                   peak_in_state: bool = False) -> optax.GradientTransformation:
   """The optimizer: [clip by global norm] -> [coupled L2] -> optimizer.
 
   Clipping sees the loss gradient alone, so the clip norm means the same with
@@ -333,9 +333,17 @@ def make_optimizer(config: Config, steps_per_epoch: int,
     steps_per_epoch: optimizer steps per epoch, >= 1.
     num_epochs: length of training in epochs, > 0.
 
+    peak_in_state: keep the peak learning rate as a number in the optimizer
+      state (`hyperparams['peak_learning_rate']`, the schedule then runs at
+      peak 1 in `hyperparams['learning_rate']`), so that members trained
+      together (`jax.vmap` over stacked states) can each have their own rate.
+      Every optimizer here ends by scaling its update by the rate, so this is
+      the same optimizer up to float rounding.
+
   Returns:
     An optax transformation wrapped in `optax.inject_hyperparams`: its state
-    has `hyperparams['learning_rate']`, the rate of the latest update.
+    has `hyperparams['learning_rate']`, the rate of the latest update (times
+    `hyperparams['peak_learning_rate']` with peak_in_state).
 
   Raises:
     ConfigError: unknown optimizer or schedule name, or an out-of-range value.
@@ -344,9 +352,14 @@ def make_optimizer(config: Config, steps_per_epoch: int,
   if name not in _OPTIMIZERS:
     raise errors.unknown_name('optimizer', str(name), _OPTIMIZERS)
   c = _optimizer_values(config)
+  if peak_in_state:
+    peak = _learning_rate(config)
+    config = {**dict(config), 'learning_rate': 1.0}
   schedule = make_schedule(config, steps_per_epoch, num_epochs)
 
-  def chain(learning_rate):
+  def chain(learning_rate, peak_learning_rate=None):
+    if peak_learning_rate is not None:
+      learning_rate = learning_rate * peak_learning_rate
     parts = []
     if c['grad_clip_norm'] > 0:
       parts.append(optax.clip_by_global_norm(c['grad_clip_norm']))
@@ -355,4 +368,6 @@ def make_optimizer(config: Config, steps_per_epoch: int,
     parts.append(_OPTIMIZERS[name](learning_rate, c))
     return optax.chain(*parts)
 
+  if peak_in_state:
+    return optax.inject_hyperparams(chain)(learning_rate=schedule, peak_learning_rate=peak)
   return optax.inject_hyperparams(chain)(learning_rate=schedule)

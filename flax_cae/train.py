@@ -8,6 +8,8 @@ exactly as if it had never stopped.
 """
 
 import contextlib
+import copy
+import dataclasses
 import functools
 import json
 import os
@@ -24,7 +26,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from flax_cae import errors, host_memory, optim, writers
+from flax_cae import errors, host_memory, optim, tasks, writers
 from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
 from flax_cae import models as models_lib
@@ -85,57 +87,102 @@ class TrainState:
   opt_state: Any
 
 
+# The numbers in which members trained together (jax.vmap over a member axis) may differ;
+# everything else (model, loss name, optimizer name and schedule, data, batch size) is shared.
+MEMBER_NUMBERS = ('seed', 'optimizer.learning_rate', 'loss.alpha', 'loss.beta', 'loss.ssim_weight')
+
+
 def to_float(images_u8):
-  """uint8 [B, H, W, C] -> float32 in [0, 1], inside the compiled step."""
-  return images_u8.astype(jnp.float32) / 255.0
+  return tasks.to_float(images_u8)
 
 
 class Trainer:
-  """The compiled functions of one run: init, train chunk, eval batch, reconstruct."""
+  """The compiled functions of one run: init, train chunk, eval batch, reconstruct.
 
-  def __init__(self, config, model: nn.Module, mesh, steps_per_epoch: int):
+  With `members` ({'seed': [M], 'learning_rate': [M], and the loss's weights: [M]}),
+  it trains M members in one compiled program: their states are stacked along a
+  leading member axis and every function is `jax.vmap`-ed over it; each member has its
+  own seed (initialisation, data order, dropout), peak learning rate (kept in the
+  optimizer state) and loss weights, so member m computes exactly what a single run
+  with those numbers computes (up to float rounding).
+  """
+
+  def __init__(self, config, model: nn.Module, mesh, steps_per_epoch: int,
+               members: dict | None = None):
     self.config = config
     self.model = model
     self.mesh = mesh
-    self.loss_fn = losses_lib.get_loss(config.loss)
-    self.tx = optim.make_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
+    self.task = tasks.get_task(config)
+    self.members = members
+    self.n_members = None if members is None else len(members['seed'])
+    self.tx = optim.make_optimizer(config.optimizer, steps_per_epoch, config.num_epochs,
+                                   peak_in_state=members is not None)
     self.schedule = optim.make_schedule(config.optimizer, steps_per_epoch, config.num_epochs)
     self.rep = pipeline.replicated(mesh)
     self.data_sharding = pipeline.batch_sharding(mesh)
     # Streamed chunks arrive as [k, B, H, W, C]: shard the batch axis, not the step axis.
     self.stacked_sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(None, pipeline.DATA_AXIS))
-    self._chunks = {}
+    self._compiled = {}
     self.compiler_options = compiler_options(config)
+
+  def _numbers(self):
+    """A single run's numbers, as constants of its compiled functions."""
+    return {'seed': self.config.seed, **self.task.default_weights}
+
+  def _vmapped(self, fn, in_axes):
+    """fn itself for a single run; over the member axis (with each member's numbers as
+    the last argument) for members."""
+    if self.members is None:
+      return lambda *args: fn(*args, self._numbers())
+    return lambda *args: jax.vmap(fn, in_axes=(*in_axes, 0))(*args, self.members)
+
+  def _jit(self, key, fn, **kwargs):
+    """Compiled once per Trainer (and key), not once per call."""
+    if key not in self._compiled:
+      self._compiled[key] = jax.jit(fn, compiler_options=self.compiler_options, **kwargs)
+    return self._compiled[key]
+
+  def learning_rates(self, state: TrainState, step: int) -> float | list[float]:
+    """The rate of the last update applied before `step` (per member for members)."""
+    rate = float(self.schedule(max(step - 1, 0)))
+    if self.members is None:
+      return rate
+    return [rate / self.config.optimizer.learning_rate * float(lr)
+            for lr in self.members['learning_rate']]
 
   # --- state ---------------------------------------------------------------------
 
   def init_state(self) -> TrainState:
     shape = self.model.opts.image_shape
 
-    def init(key):
+    def init(numbers):
+      # The key is made inside the compiled function: nothing crosses processes.
+      key = jax.random.fold_in(jax.random.key(numbers['seed']), -1 % 2**31)
       variables = self.model.init({'params': key, 'dropout': key}, jnp.zeros((1, *shape)))
       params = variables['params']
+      opt_state = self.tx.init(params)
+      if 'learning_rate' in numbers and self.members is not None:
+        opt_state.hyperparams['peak_learning_rate'] = jnp.asarray(
+            numbers['learning_rate'], jnp.float32)
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        batch_stats=variables.get('batch_stats', {}),
-                        opt_state=self.tx.init(params))
+                        batch_stats=variables.get('batch_stats', {}), opt_state=opt_state)
 
-    # The key is made inside the compiled function: nothing crosses processes.
-    return jax.jit(lambda: init(jax.random.fold_in(jax.random.key(self.config.seed),
-                                                   -1 % 2**31)), out_shardings=self.rep)()
+    return jax.jit(self._vmapped(init, ()), out_shardings=self.rep)()
 
   # --- training ------------------------------------------------------------------
 
-  def _train_step(self, state: TrainState, images_u8):
-    x = to_float(images_u8)
+  def _train_step(self, state: TrainState, images_u8, numbers):
     # Dropout noise is a function of (seed, step): exact after a resume.
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    rng = jax.random.fold_in(jax.random.key(numbers['seed']), state.step)
+    inputs, targets = self.task.pair(images_u8, rng)
+    weights = {k: numbers[k] for k in self.task.default_weights}
 
     def loss_fn(params):
       out, updates = self.model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+          {'params': params, 'batch_stats': state.batch_stats}, inputs, train=True,
           rngs={'dropout': rng}, mutable=['batch_stats'])
-      loss = jnp.mean(self.loss_fn(out['reconstruction'], x))
+      loss = jnp.mean(self.task.loss(out, targets, weights))
       return loss, updates.get('batch_stats', {})
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -143,77 +190,76 @@ class Trainer:
     params = jax.tree.map(jnp.add, state.params, updates)
     return TrainState(state.step + 1, params, batch_stats, opt_state), loss
 
+  def _run_steps(self, k, state, get_batch, numbers):
+    if k == 1:
+      return self._train_step(state, get_batch(0), numbers)
+
+    def body(state, j):
+      return self._train_step(state, get_batch(j), numbers)
+    state, losses = jax.lax.scan(body, state, jnp.arange(k))
+    return state, losses.mean()
+
   def train_chunk(self, k: int, on_device: bool):
     """A compiled call running k steps. On device it gathers batch j of the epoch as
-    images[perm[(offset + j) * B : ...]]; streamed, it takes [k, B, H, W, C] batches."""
-    if (k, on_device) in self._chunks:
-      return self._chunks[(k, on_device)]
+    images[perm[(offset + j) * B : ...]] (perm [M, n] for members: each its own order);
+    streamed, it takes [k, B, H, W, C] batches. Returns (state, mean loss) ([M] losses
+    for members)."""
     b = self.config.batch_size
-
-    def run(state, get_batch):
-      if k == 1:
-        return self._train_step(state, get_batch(0))
-
-      def body(state, j):
-        return self._train_step(state, get_batch(j))
-      state, losses = jax.lax.scan(body, state, jnp.arange(k))
-      return state, losses.mean()
-
     if on_device:
-      def chunk(state, images, perm, offset):
-        return run(state, lambda j: pipeline.device_batch(
-            images, perm, offset + j, b, self.data_sharding))
-      fn = jax.jit(chunk, in_shardings=(self.rep, self.data_sharding, self.rep, None),
-                   out_shardings=(self.rep, self.rep), donate_argnums=0,
-                   compiler_options=self.compiler_options)
-    else:
-      def chunk(state, batches):
-        return run(state, lambda j: batches[j])
-      fn = jax.jit(chunk, in_shardings=(self.rep, self.stacked_sharding),
-                   out_shardings=(self.rep, self.rep), donate_argnums=0,
-                   compiler_options=self.compiler_options)
-    self._chunks[(k, on_device)] = fn
-    return fn
+      def chunk(state, perm, images, offset, numbers):
+        return self._run_steps(k, state, lambda j: pipeline.device_batch(
+            images, perm, offset + j, b, self.data_sharding), numbers)
+      fn = self._vmapped(chunk, (0, 0, None, None))
+      return self._jit(('train', k, True), lambda state, images, perm, offset: fn(
+          state, perm, images, offset), in_shardings=(self.rep, self.data_sharding, self.rep, None),
+          out_shardings=(self.rep, self.rep), donate_argnums=0)
+    if self.members is not None:
+      raise ConfigError('members trained together need their data on the devices.')
+
+    def chunk(state, batches):
+      return self._run_steps(k, state, lambda j: batches[j], self._numbers())
+    return self._jit(('train', k, False), chunk, in_shardings=(self.rep, self.stacked_sharding),
+                     out_shardings=(self.rep, self.rep), donate_argnums=0)
 
   # --- evaluation ----------------------------------------------------------------
 
-  def _reconstruct(self, state, x):
+  def _outputs(self, state, inputs):
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    return self.model.apply(variables, x, train=False)['reconstruction']
+    return self.model.apply(variables, inputs, train=False)
 
-  def _eval_sums(self, state, images_u8, mask):
-    x = to_float(images_u8)
-    recon = self._reconstruct(state, x)
-    per_image = metrics_lib.image_metrics(recon, x)
-    per_image['loss'] = self.loss_fn(recon, x)
+  def _eval_sums(self, state, images_u8, mask, numbers):
+    # Evaluation draws from a fixed stream, the same at every evaluation and resume.
+    inputs, targets = self.task.pair(images_u8, jax.random.key(0))
+    out = self._outputs(state, inputs)
+    per_image = self.task.metrics(out, targets)
+    weights = {k: numbers[k] for k in self.task.default_weights}
+    per_image['loss'] = self.task.loss(out, targets, weights)
     return metrics_lib.masked_sums(per_image, mask)
 
   @property
   def eval_batch(self):
     """Masked metric sums of one batch: padded rows (mask False) count for nothing."""
-    if not hasattr(self, '_eval_batch'):
-      self._eval_batch = jax.jit(
-          self._eval_sums, in_shardings=(self.rep, self.data_sharding, self.data_sharding),
-          out_shardings=self.rep, compiler_options=self.compiler_options)
-    return self._eval_batch
+    return self._jit('eval_batch', self._vmapped(self._eval_sums, (0, None, None)),
+                     in_shardings=(self.rep, self.data_sharding, self.data_sharding),
+                     out_shardings=self.rep)
 
   @property
   def eval_slice(self):
     """Same as eval_batch on rows [start, start + B) of a split kept on the devices."""
-    if not hasattr(self, '_eval_slice'):
-      b = self.config.eval_batch_size
+    b = self.config.eval_batch_size
 
-      def fn(state, images, start, n):
-        batch = jax.lax.dynamic_slice_in_dim(images, start, b)
-        batch = jax.lax.with_sharding_constraint(batch, self.data_sharding)
-        mask = start + jnp.arange(b) < n
-        return self._eval_sums(state, batch, mask)
-      self._eval_slice = jax.jit(fn, in_shardings=(self.rep, self.data_sharding, None, None),
-                                 out_shardings=self.rep, compiler_options=self.compiler_options)
-    return self._eval_slice
+    def fn(state, images, start, n, numbers):
+      batch = jax.lax.dynamic_slice_in_dim(images, start, b)
+      batch = jax.lax.with_sharding_constraint(batch, self.data_sharding)
+      mask = start + jnp.arange(b) < n
+      return self._eval_sums(state, batch, mask, numbers)
+    return self._jit('eval_slice', self._vmapped(fn, (0, None, None, None)),
+                     in_shardings=(self.rep, self.data_sharding, None, None),
+                     out_shardings=self.rep)
 
-  def evaluate(self, state, split: pipeline.Split) -> dict:
-    """Mean metrics over the whole split: MSE, L1, PSNR (dB), SSIM, loss, and the count."""
+  def evaluate(self, state, split: pipeline.Split) -> list[dict]:
+    """Mean metrics over the whole split, one dict per member (one for a single run):
+    MSE, L1, PSNR (dB), SSIM, loss, and the count of images."""
     b = self.config.eval_batch_size
     total = None
     for start in range(0, split.n, b):
@@ -226,24 +272,34 @@ class Trainer:
                                pipeline.to_global(mask, self.data_sharding, (b,)))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
-    means = {k: float(v) for k, v in metrics_lib.finalize(total).items()}
-    return {**means, 'count': int(total['count'])}  # images counted: the split's size
+    per_member = ([total] if self.members is None else
+                  [jax.tree.map(lambda v, m=m: v[m], total) for m in range(self.n_members)])
+    return [{**{k: float(v) for k, v in metrics_lib.finalize(t).items()},
+             'count': int(t['count'])} for t in per_member]
 
   def reconstruct(self, state, images_u8: np.ndarray) -> np.ndarray:
-    """Reconstructions of a few host images (the same on every process)."""
-    if not hasattr(self, '_recon_fn'):
-      self._recon_fn = jax.jit(lambda s, x: self._reconstruct(s, to_float(x)),
-                               in_shardings=(self.rep, self.rep), out_shardings=self.rep,
-                               compiler_options=self.compiler_options)
+    """Reconstructions [M, n, H, W, C] of a few host images (M = 1 for a single run; the
+    same on every process)."""
+    def fn(state, x, numbers):
+      del numbers
+      return self._outputs(state, self.task.pair(x, jax.random.key(0))[0])['reconstruction']
+    recon = self._jit('reconstruct', self._vmapped(fn, (0, None)),
+                      in_shardings=(self.rep, self.rep), out_shardings=self.rep)
     x = pipeline.to_global(images_u8, self.rep, images_u8.shape)
-    return pipeline.host_copy(self._recon_fn(state, x))
+    out = pipeline.host_copy(recon(state, x))
+    return out[None] if self.members is None else out
 
   def sample_images(self, split: pipeline.Split, n: int) -> np.ndarray:
     """The first n images of a split, as numpy on every process."""
     n = min(n, split.n)
     if split.on_device:
-      return pipeline.host_copy(jax.jit(lambda x: x[:n], out_shardings=self.rep)(split.images))
+      first = self._jit(('first', n), lambda x: x[:n], out_shardings=self.rep)
+      return pipeline.host_copy(first(split.images))
     return split.host_batch(np.arange(n))
+
+  def member_slice(self, state, m: int):
+    """Member m's state, as a single run's (for members; the state itself otherwise)."""
+    return state if self.members is None else jax.tree.map(lambda a: a[m], state)
 
 
 # --- the loop ------------------------------------------------------------------------
@@ -265,7 +321,7 @@ def validate(config, n_devices: int):
   _cpu_convolution_options(config)
   host_memory.check_name(config.get('cpu_malloc', 'keep'))
   # Names and values that need no data: checked before anything is read or written.
-  losses_lib.get_loss(config.loss)
+  tasks.get_task(config)
   optim.make_optimizer(config.optimizer, 1, config.num_epochs)
   if config.model.name not in models_lib.MODELS:
     raise errors.unknown_name('model', config.model.name, models_lib.MODELS)
@@ -309,14 +365,6 @@ def random_streams():
   return jax.threefry_partitionable(False)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config.model` on `config.data` in `workdir` (resuming if it holds checkpoints)
-  and returns the results dict also written to results.json; stopped by SIGTERM, it saves
-  and returns {'preempted': True, 'step': ..., 'total_steps': ...} instead."""
-  with random_streams(), StopOnSigterm() as stop:
-    return _train_and_evaluate(config, workdir, stop)
-
-
 class StopOnSigterm:
   """SIGTERM (how pods and SLURM preempt) asks the loop to save and stop, not to die.
 
@@ -348,214 +396,417 @@ class StopOnSigterm:
       signal.signal(signal.SIGTERM, self.previous)
 
 
-def _train_and_evaluate(config, workdir: str, stop: StopOnSigterm) -> dict:
+
+# --- one run, as parts: create_run, train_call, log_train, evaluate_and_save, finish ----------
+
+
+@dataclasses.dataclass
+class Member:
+  """One model being trained: a single run, or one of several members trained together."""
+  name: str
+  workdir: str
+  config: Any
+  writer: Any = None
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything one run (or one group of members trained together) carries between the
+  parts of the loop: what was built, the train state, the bookkeeping saved with each
+  checkpoint (`meta`), and the loop's position and timers."""
+  config: Any
+  workdir: str
+  members: list
+  mesh: Any
+  splits: dict
+  model: Any
+  bneck: dict
+  trainer: Trainer
+  ckpts: Checkpoints
+  state: Any
+  meta: dict
+  steps_per_epoch: int
+  total_steps: int
+  steps_per_call: int
+  n_params: int
+  step: int = 0
+  perm: Any = None
+  prefetch: Any = None
+  calls: int = 0
+  log_losses: list = dataclasses.field(default_factory=list)
+  log_start: int = 0
+  last_log: float = 0.0
+  seg_start: float = 0.0
+  timed_images: int = 0
+  timed_seconds: float = 0.0
+  first_call: bool = True
+
+  @property
+  def grouped(self) -> bool:
+    return self.trainer.members is not None
+
+
+# Per-member entries of the checkpoint record; a list with one entry per member.
+_PER_MEMBER = ('best_step', 'best_psnr', 'best_es', 'bad_evals', 'diverged_at')
+
+
+def _new_meta(n: int) -> dict:
+  return {'epoch': 0, 'stopped_early': False, 'train_seconds': 0.0, 'images_per_second': None,
+          **{k: [0 if k == 'bad_evals' else None] * n for k in _PER_MEMBER}}
+
+
+def _member_numbers(configs) -> dict:
+  """{'seed': [M], 'learning_rate': [M], <loss weights>: [M]} of the members' configs."""
+  weights = losses_lib.weight_names(configs[0].loss.name)
+  return {'seed': np.array([c.seed for c in configs], np.int32),
+          'learning_rate': np.array([c.optimizer.learning_rate for c in configs], np.float32),
+          **{k: np.array([losses_lib.get_loss(c.loss).keywords[k] for c in configs], np.float32)
+             for k in weights}}
+
+
+def create_run(config, workdir: str, splits: dict | None = None,
+               members: list[tuple[str, str, Any]] | None = None) -> Run:
+  """Builds (or resumes) a run: checks the config, reads the data (unless `splits` are
+  given: a study reads its data once), builds the model and the compiled steps, and
+  restores the newest checkpoint of `workdir`. `members` [(name, workdir, config)]
+  trains several configs that differ only in MEMBER_NUMBERS together; their shared
+  checkpoints go to `workdir`, each member's metrics and results to its own workdir."""
+  config = copy.deepcopy(config)  # the caller's config is never written to
   mesh = pipeline.make_mesh()
   n_dev = mesh.devices.size
   if not config.get('eval_batch_size'):
     config.eval_batch_size = config.batch_size
   validate(config, n_dev)
+  numbers = None
+  if members is not None:
+    numbers = _member_numbers([c for _, _, c in members])
+    if config.early_stopping.patience:
+      raise ConfigError('members trained together cannot stop early one by one; set '
+                        '--config.early_stopping.patience=0 or train them one after another.')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
 
-  splits = load_data(config, mesh)
+  splits = splits or load_data(config, mesh)
   train = splits['train']
+  if members is not None and not train.on_device:
+    raise ConfigError('members trained together need the training split on the devices; '
+                      'raise --config.data.device_memory_limit_mb or train them one by one.')
   model = models_lib.build_model(config.model, train.image_shape)
   bneck = models_lib.bottleneck(model)
   steps_per_epoch = train.n // config.batch_size
-  total_steps = steps_per_epoch * config.num_epochs
-  trainer = Trainer(config, model, mesh, steps_per_epoch)
+  trainer = Trainer(config, model, mesh, steps_per_epoch, members=(
+      None if numbers is None else {k: jnp.asarray(v) for k, v in numbers.items()}))
   state = trainer.init_state()
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  n_params = sum(x.size for x in jax.tree.leaves(trainer.member_slice(state, 0).params))
   steps_per_call = config.steps_per_call or DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1)
+  member_list = ([Member(config.model.name, workdir, config)] if members is None else
+                 [Member(name, os.path.abspath(d), c) for name, d, c in members])
 
   logging.info('%s on %s %s: %d train / %d validation / %d test images, %d devices (%s), '
-               '%s parameters, %d steps per call%s',
+               '%s parameters, %d steps per call%s%s',
                config.model.name, config.data.name, train.image_shape, train.n,
                splits['validation'].n, splits['test'].n, n_dev, jax.default_backend(),
                f'{n_params:,}', steps_per_call,
-               '' if train.on_device else ', training data streamed from the host')
+               '' if train.on_device else ', training data streamed from the host',
+               '' if members is None else f', {len(members)} members trained together')
   logging.info('%s', models_lib.describe_bottleneck(bneck))
   if bneck['compression_ratio'] <= 1:
     logging.warning('The code (%d floats) is at least as large as the input (%d): this model '
                     'compresses nothing (fine for denoising, not for compression studies).',
                     bneck['floats'], bneck['input_floats'])
 
-  ckpts = Checkpoints(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                      keep=config.keep_checkpoints)
-  meta = {'epoch': 0, 'best_step': None, 'best_psnr': None, 'best_es': None,
-          'bad_evals': 0, 'stopped_early': False, 'train_seconds': 0.0, 'images_per_second': None}
+  ckpts = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
+  meta = _new_meta(len(member_list))
   # What fixes the parameters' shapes and meaning; a workdir may only resume the same.
   options = models_lib.model_options(model)
-  model_record = json.loads(json.dumps({'name': config.model.name, **{
+  meta['model'] = json.loads(json.dumps({'name': config.model.name, **{
       k: options[k] for k in ('image_shape', 'latent_dim', 'widths', 'hidden_dim',
                               'batch_norm', 'skips')}}))
-  meta['model'] = model_record
+  if numbers is not None:
+    meta['members'] = {k: v.tolist() for k, v in numbers.items()}
 
-  def check_model(saved_meta):
-    saved = saved_meta.get('model')
-    if saved is not None and saved != model_record:
-      diff = {k: (saved.get(k), v) for k, v in model_record.items() if saved.get(k) != v}
-      raise ConfigError(
-          f'{workdir!r} holds checkpoints of a different model (saved vs now: {diff}); '
-          'use a new --workdir, or the config that wrote those checkpoints.')
-  restored = ckpts.restore_latest(state, check_model)
+  def check(saved_meta):
+    for key in ('model', 'members'):
+      saved, now = saved_meta.get(key), meta.get(key)
+      if saved is not None and saved != now:
+        diff = ({k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+                if isinstance(now, dict) else (saved, now))
+        raise ConfigError(
+            f'{workdir!r} holds checkpoints of a different {"model" if key == "model" else "set of members"} '
+            f'(saved vs now: {diff}); use a new --workdir, or the config that wrote those checkpoints.')
+  restored = ckpts.restore_latest(state, check)
   if restored is not None:
-    step, state, meta = restored
+    step, state, saved = restored
+    for k in _PER_MEMBER:  # checkpoints of single runs written before members existed
+      if not isinstance(saved.get(k), list):
+        saved[k] = [saved.get(k, 0 if k == 'bad_evals' else None)]
+    meta.update(saved)
     logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step,
                  step // steps_per_epoch, workdir)
 
-  if writers.is_writer():
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  writer = writers.MetricWriter(workdir)
+  for member in member_list:
+    os.makedirs(member.workdir, exist_ok=True)
+    if writers.is_writer():
+      with open(os.path.join(member.workdir, 'config.json'), 'w') as f:
+        f.write(member.config.to_json_best_effort(indent=2))
+    member.writer = writers.MetricWriter(member.workdir)
+  run = Run(config=config, workdir=workdir, members=member_list, mesh=mesh, splits=splits,
+            model=model, bneck=bneck, trainer=trainer, ckpts=ckpts, state=state, meta=meta,
+            steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * config.num_epochs,
+            steps_per_call=steps_per_call, n_params=n_params)
+  run.step = run.log_start = int(jax.device_get(state.step).ravel()[0])
+  run.seg_start = run.last_log = time.time()
+  return run
+
+
+def _epoch_order(run: Run, epoch: int, offset: int):
+  """The permutation of `epoch` (one per member), and for streamed data a background
+  reader of the rest of the epoch's chunks, in order (each process reads only its
+  devices' rows of each [k, B] chunk)."""
+  train = run.splits['train']
+  if run.grouped:
+    run.perm = pipeline.epoch_permutations(run.trainer.members['seed'], epoch, train.n, run.mesh)
+    return
+  run.perm = pipeline.epoch_permutation(run.config.seed, epoch, train.n, run.mesh)
+  if not train.on_device:
+    if run.prefetch is not None:
+      run.prefetch.close()
+    b, spc, spe = run.config.batch_size, run.steps_per_call, run.steps_per_epoch
+    host_perm = pipeline.host_copy(run.perm)
+    chunks = [(o, min(spc, spe - o)) for o in range(offset, spe, spc)]
+    run.prefetch = pipeline.Prefetcher(
+        lambda c, p=host_perm: train.global_batch(
+            p[c[0] * b:(c[0] + c[1]) * b].reshape(c[1], b), run.trainer.stacked_sharding, axis=1),
+        chunks)
+
+
+def train_call(run: Run):
+  """One device call: up to steps_per_call steps, never past the end of the epoch."""
+  train = run.splits['train']
+  epoch, offset = divmod(run.step, run.steps_per_epoch)
+  if offset == 0 or run.perm is None:
+    _epoch_order(run, epoch, offset)
+  k = min(run.steps_per_call, run.steps_per_epoch - offset)
+  if train.on_device:
+    run.state, loss = run.trainer.train_chunk(k, True)(run.state, train.images, run.perm, offset)
+  else:
+    run.state, loss = run.trainer.train_chunk(k, False)(run.state, run.prefetch.get())
+  run.step += k
+  run.calls += 1
+  run.log_losses.append((run.step, loss))
+  # Throughput is timed from the end of the first call (compilation) to the last step.
+  if run.first_call:
+    jax.block_until_ready(run.state)
+    run.meta['train_seconds'] += time.time() - run.seg_start
+    run.seg_start, run.first_call = time.time(), False
+  else:
+    run.timed_images += k * run.config.batch_size
+
+
+def check_finite(run: Run) -> list[float]:
+  """The mean training loss of each member since the last read-back (the only host sync
+  of training). A NaN/Inf loss stops a single run, naming the step (the last good
+  checkpoint stays on disk); a member trained with others is marked diverged and the
+  others go on, unless all have diverged."""
+  n = len(run.members)
+  if not run.log_losses:
+    return [float('nan')] * n
+  values = [np.reshape(v, (-1,)) for v in jax.device_get([l for _, l in run.log_losses])]
+  for (at, _), value in zip(run.log_losses, values):
+    for m in np.flatnonzero(~np.isfinite(value)):
+      if run.meta['diverged_at'][m] is None:
+        run.meta['diverged_at'][m] = at
+        if run.grouped:
+          logging.warning('Member %s diverged at step %d (loss %s); the others go on.',
+                          run.members[m].name, at, value[m])
+    if all(d is not None for d in run.meta['diverged_at']):
+      run.ckpts.wait()  # an asynchronous save still in flight is finished, not left half-written
+      good = run.ckpts.latest_step()
+      raise errors.DivergedError(
+          f'The training loss became {float(np.mean(value))} at step {at}; the last good '
+          f'checkpoint ({"none yet" if good is None else f"step {good}"}) is kept in '
+          f'{run.workdir!r}; lower --config.optimizer.learning_rate or set '
+          '--config.optimizer.grad_clip_norm and run again.')
+  return [float(x) for x in np.mean(values, axis=0)]
+
+
+def log_train(run: Run):
+  """Writes each member's mean training loss, learning rate and images/s since the last
+  write (train rows of metrics.jsonl and TensorBoard)."""
+  losses = check_finite(run)
+  now = time.time()
+  rate = (run.step - run.log_start) * run.config.batch_size / max(now - run.last_log, 1e-9)
+  rates = run.trainer.learning_rates(run.state, run.step)
+  rates = rates if isinstance(rates, list) else [rates]
+  logging.info('epoch %d/%d step %d/%d loss %s lr %s %.0f img/s, %s left',
+               (run.step - 1) // run.steps_per_epoch + 1, run.config.num_epochs, run.step,
+               run.total_steps, ' '.join(f'{l:.5f}' for l in losses),
+               ' '.join(f'{r:.2e}' for r in rates), rate,
+               _fmt_time((run.total_steps - run.step) * run.config.batch_size / max(rate, 1e-9)))
+  for member, loss, lr in zip(run.members, losses, rates):
+    member.writer.write(run.step, 'train', {'loss': loss, 'learning_rate': lr,
+                                            'images_per_second': rate})
+  run.last_log, run.log_losses, run.log_start = now, [], run.step
+
+
+def evaluate_and_save(run: Run, epoch: int):
+  """Validation metrics and a picture per member, early-stopping bookkeeping; a checkpoint
+  when one is due, when a member's model is its best so far (so it is kept), or when
+  training stops."""
+  config, meta, step = run.config, run.meta, run.step
+  vals = run.trainer.evaluate(run.state, run.splits['validation'])
+  sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
+  recons = run.trainer.reconstruct(run.state, sample)
   es_metric = config.early_stopping.metric
   es_sign = -1.0 if es_metric in MINIMIZED else 1.0
-
-  def evaluate_and_save(step, epoch):
-    """Validation metrics, a picture, early-stopping bookkeeping; a checkpoint when one is
-    due, when this is the best model so far (so it is kept), or when training stops."""
-    val = trainer.evaluate(state, splits['validation'])
-    writer.write(step, 'validation', val)
-    logging.info('epoch %d step %d validation: %s', epoch, step,
+  improved = False
+  for m, (member, val) in enumerate(zip(run.members, vals)):
+    member.writer.write(step, 'validation', val)
+    logging.info('epoch %d step %d validation%s: %s', epoch, step,
+                 f' ({member.name})' if run.grouped else '',
                  ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
-    sample = trainer.sample_images(splits['validation'], config.num_sample_images)
-    grid = writers.reconstruction_grid(sample / 255.0, trainer.reconstruct(state, sample))
+    grid = writers.reconstruction_grid(sample / 255.0, recons[m])
     if writers.is_writer():
-      writers.save_png(os.path.join(workdir, 'reconstructions', f'step_{step:08d}.png'), grid)
-      writer.image(step, 'validation/reconstructions', grid)
+      writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{step:08d}.png'),
+                       grid)
+      member.writer.image(step, 'validation/reconstructions', grid)
+    if meta['diverged_at'][m] is not None:
+      continue
     score = es_sign * val[es_metric]
-    if meta['best_es'] is None or score > meta['best_es'] + config.early_stopping.min_delta:
-      meta.update(best_es=score, bad_evals=0)
+    if meta['best_es'][m] is None or score > meta['best_es'][m] + config.early_stopping.min_delta:
+      meta['best_es'][m], meta['bad_evals'][m] = score, 0
     else:
-      meta['bad_evals'] += 1
-    patience = config.early_stopping.patience
-    if patience and meta['bad_evals'] >= patience:
-      meta['stopped_early'] = True
-      logging.info('Early stopping at epoch %d: validation %s did not improve for %d evals.',
-                   epoch, es_metric, patience)
-    is_best = meta['best_psnr'] is None or val[BEST_METRIC] > meta['best_psnr']
-    if is_best:
-      meta.update(best_psnr=val[BEST_METRIC], best_step=step)
-    meta['epoch'] = epoch
-    if (is_best or epoch % config.checkpoint_every_epochs == 0 or step == total_steps
-        or meta['stopped_early']):
-      ckpts.save(step, state, meta, metrics={BEST_METRIC: val[BEST_METRIC]})
+      meta['bad_evals'][m] += 1
+    if meta['best_psnr'][m] is None or val[BEST_METRIC] > meta['best_psnr'][m]:
+      meta['best_psnr'][m], meta['best_step'][m] = val[BEST_METRIC], step
+      improved = True
+  patience = config.early_stopping.patience
+  if patience and meta['bad_evals'][0] >= patience:
+    meta['stopped_early'] = True
+    logging.info('Early stopping at epoch %d: validation %s did not improve for %d evals.',
+                 epoch, es_metric, patience)
+  meta['epoch'] = epoch
+  if (improved or epoch % config.checkpoint_every_epochs == 0 or step == run.total_steps
+      or meta['stopped_early']):
+    scores = [v[BEST_METRIC] if d is None else float('nan')
+              for v, d in zip(vals, meta['diverged_at'])]
+    run.ckpts.save(step, run.state, meta,
+                   metrics={BEST_METRIC: scores if run.grouped else scores[0]})
 
-  step = int(state.step)
-  perm = prefetch = None
-  b = config.batch_size
-  # Throughput is timed from the end of the first call (compilation) to the last step.
-  timed_images, timed_seconds, first_call = 0, 0.0, True
-  seg_start = last_log = time.time()
-  log_losses, log_start = [], step
 
-  def check_finite(losses):
-    """Stops on a NaN/Inf loss, naming the step; the last good checkpoint stays on disk."""
-    if not losses:
-      return float('nan')
-    values = jax.device_get([loss for _, loss in losses])
-    for (at, _), value in zip(losses, values):
-      if not np.isfinite(value).all():
-        ckpts.wait()  # an asynchronous save still in flight is finished, not left half-written
-        good = ckpts.latest_step()
-        raise errors.DivergedError(
-            f'The training loss became {float(np.mean(value))} at step {at}; the last good '
-            f'checkpoint ({"none yet" if good is None else f"step {good}"}) is kept in '
-            f'{workdir!r}; lower --config.optimizer.learning_rate or set '
-            '--config.optimizer.grad_clip_norm and run again.')
-    return float(np.mean([np.mean(v) for v in values]))
+def save_on_stop(run: Run) -> dict:
+  """SIGTERM: saves the step reached (unless just saved) and says how to resume."""
+  check_finite(run)
+  if run.step not in run.ckpts.all_steps():  # not just saved at an epoch's end
+    run.meta['epoch'] = run.step // run.steps_per_epoch
+    run.meta['train_seconds'] += time.time() - run.seg_start
+    run.ckpts.save(run.step, run.state, run.meta)
+  close(run)
+  logging.warning('Stopped by SIGTERM at step %d of %d; its checkpoint is in %s. Run the '
+                  'same command to resume.', run.step, run.total_steps, run.ckpts.directory)
+  return {'preempted': True, 'step': run.step, 'total_steps': run.total_steps}
 
-  calls = 0
-  while step < total_steps and not meta['stopped_early']:
-    epoch, offset = divmod(step, steps_per_epoch)
-    if offset == 0 or perm is None:
-      perm = pipeline.epoch_permutation(config.seed, epoch, train.n, mesh)
-      if not train.on_device:
-        # Read the rest of this epoch's chunks on a background thread, in order.
-        # Each process reads only its devices' rows of each [k, B] chunk.
-        host_perm = pipeline.host_copy(perm)
-        chunks = [(o, min(steps_per_call, steps_per_epoch - o))
-                  for o in range(offset, steps_per_epoch, steps_per_call)]
-        prefetch = pipeline.Prefetcher(
-            lambda c, p=host_perm: train.global_batch(
-                p[c[0] * b:(c[0] + c[1]) * b].reshape(c[1], b), trainer.stacked_sharding, axis=1),
-            chunks)
-    k = min(steps_per_call, steps_per_epoch - offset)
-    if train.on_device:
-      state, loss = trainer.train_chunk(k, True)(state, train.images, perm, offset)
-    else:
-      state, loss = trainer.train_chunk(k, False)(state, prefetch.get())
-    step += k
-    log_losses.append((step, loss))
-    if first_call:
-      jax.block_until_ready(state)
-      meta['train_seconds'] += time.time() - seg_start
-      seg_start, first_call = time.time(), False
-    else:
-      timed_images += k * config.batch_size
-    epoch_done = step % steps_per_epoch == 0
-    if time.time() - last_log >= config.log_every_seconds or step == total_steps:
-      mean_loss = check_finite(log_losses)  # the only host sync per log
-      now = time.time()
-      rate = (step - log_start) * config.batch_size / max(now - last_log, 1e-9)
-      lr = float(trainer.schedule(step))
-      logging.info('epoch %d/%d step %d/%d loss %.5f lr %.2e %.0f img/s, %s left',
-                   epoch + 1, config.num_epochs, step, total_steps, mean_loss, lr, rate,
-                   _fmt_time((total_steps - step) * config.batch_size / max(rate, 1e-9)))
-      writer.write(step, 'train', {'loss': mean_loss, 'learning_rate': lr,
-                                   'images_per_second': rate})
-      last_log, log_losses, log_start = now, [], step
-    if epoch_done:
-      epoch += 1
+
+def close(run: Run):
+  if run.prefetch is not None:
+    run.prefetch.close()
+  run.ckpts.close()
+  for member in run.members:
+    member.writer.close()
+
+
+def train_epochs(run: Run, stop) -> dict | None:
+  """Trains to the end (or early stop); returns save_on_stop's record if SIGTERM came."""
+  config = run.config
+  while run.step < run.total_steps and not run.meta['stopped_early']:
+    train_call(run)
+    if time.time() - run.last_log >= config.log_every_seconds or run.step == run.total_steps:
+      log_train(run)
+    if run.step % run.steps_per_epoch == 0:
+      epoch = run.step // run.steps_per_epoch
       if (epoch % config.eval_every_epochs == 0 or epoch % config.checkpoint_every_epochs == 0
-          or step == total_steps):
-        check_finite(log_losses)  # never evaluate or save a diverged model
-        seconds = time.time() - seg_start
-        meta['train_seconds'] += seconds
-        timed_seconds += seconds
-        evaluate_and_save(step, epoch)
-        seg_start = last_log = time.time()
-        log_losses, log_start = [], step
-    calls += 1
-    if stop.reached(calls) and step < total_steps and not meta['stopped_early']:
-      check_finite(log_losses)
-      if step not in ckpts.all_steps():  # not just saved at an epoch's end
-        meta['epoch'] = step // steps_per_epoch
-        meta['train_seconds'] += time.time() - seg_start
-        ckpts.save(step, state, meta)
-      ckpts.close()
-      writer.close()
-      logging.warning('Stopped by SIGTERM at step %d of %d; its checkpoint is in %s. Run the '
-                      'same command to resume.', step, total_steps, ckpts.directory)
-      return {'preempted': True, 'step': step, 'total_steps': total_steps}
-  if timed_images:
-    meta['images_per_second'] = timed_images / max(timed_seconds, 1e-9)
-  ckpts.wait()
+          or run.step == run.total_steps):
+        if run.log_losses:  # the train curve gets a point at every evaluation
+          log_train(run)
+        seconds = time.time() - run.seg_start
+        run.meta['train_seconds'] += seconds
+        run.timed_seconds += seconds
+        evaluate_and_save(run, epoch)
+        run.seg_start = run.last_log = time.time()
+    if stop.reached(run.calls) and run.step < run.total_steps and not run.meta['stopped_early']:
+      return save_on_stop(run)
+  if run.timed_images:
+    run.meta['images_per_second'] = run.timed_images / max(run.timed_seconds, 1e-9)
+  run.ckpts.wait()
+  return None
 
-  # Final numbers come from the best checkpoint by validation PSNR.
-  best_step = meta['best_step']
-  if best_step is not None and best_step != int(state.step):
-    state, _ = ckpts.restore(best_step, state)
-  test = trainer.evaluate(state, splits['test'])
-  val = trainer.evaluate(state, splits['validation'])
-  writer.write(int(state.step), 'test', test)
-  results = {
-      'model': config.model.name, 'data': config.data.name, 'loss': config.loss.name,
-      'optimizer': config.optimizer.name, 'image_shape': list(train.image_shape),
-      'eval_split': 'test', 'best_step': best_step, 'total_steps': total_steps,
-      'stopped_early': meta['stopped_early'],
-      **{f'test_{k}': v for k, v in test.items() if k != 'count'},
-      **{f'validation_{k}': v for k, v in val.items() if k != 'count'},
-      'bottleneck_floats': bneck['floats'], 'bottleneck_parts': bneck['parts'],
-      'input_floats': bneck['input_floats'], 'compression_ratio': bneck['compression_ratio'],
-      'bottleneck_text': models_lib.describe_bottleneck(bneck),
-      'parameters': n_params, 'train_seconds': meta['train_seconds'],
-      'images_per_second': meta['images_per_second'], 'devices': n_dev,
-      'backend': jax.default_backend(), 'model_options': models_lib.model_options(model),
-  }
-  writers.write_results(workdir, results)
-  writer.close()
-  ckpts.close()
-  logging.info('Test: PSNR %.2f dB, SSIM %.4f, MSE %.5f (best checkpoint, step %s).',
-               test['psnr'], test['ssim'], test['mse'], best_step)
+
+def finish(run: Run) -> list[dict]:
+  """Test and validation metrics of each member's best checkpoint by validation PSNR;
+  writes each member's results.json and results.md and returns them."""
+  config, meta, train = run.config, run.meta, run.splits['train']
+  evaluated = {}  # best step -> (test, validation) metrics of every member at that step
+  results = []
+  for m, member in enumerate(run.members):
+    c = member.config
+    result = {
+        'model': c.model.name, 'data': c.data.name, 'loss': c.loss.name,
+        'optimizer': c.optimizer.name, 'learning_rate': c.optimizer.learning_rate,
+        'seed': c.seed, 'image_shape': list(train.image_shape), 'eval_split': 'test',
+        'best_step': meta['best_step'][m], 'total_steps': run.total_steps,
+        'stopped_early': meta['stopped_early'], 'diverged_at_step': meta['diverged_at'][m],
+        'bottleneck_floats': run.bneck['floats'], 'bottleneck_parts': run.bneck['parts'],
+        'input_floats': run.bneck['input_floats'],
+        'compression_ratio': run.bneck['compression_ratio'],
+        'bottleneck_text': models_lib.describe_bottleneck(run.bneck),
+        'parameters': run.n_params, 'train_seconds': meta['train_seconds'],
+        'images_per_second': meta['images_per_second'], 'devices': run.mesh.devices.size,
+        'backend': jax.default_backend(), 'model_options': models_lib.model_options(run.model),
+        'members_trained_together': len(run.members) if run.grouped else 1,
+    }
+    best = meta['best_step'][m]
+    if meta['diverged_at'][m] is None and best is not None:
+      if best not in evaluated:
+        state = run.state
+        if best != run.step:
+          state, _ = run.ckpts.restore(best, run.state)
+        evaluated[best] = (run.trainer.evaluate(state, run.splits['test']),
+                           run.trainer.evaluate(state, run.splits['validation']))
+      test, val = (x[m] for x in evaluated[best])
+      member.writer.write(best, 'test', test)
+      result.update({f'test_{k}': v for k, v in test.items() if k != 'count'})
+      result.update({f'validation_{k}': v for k, v in val.items() if k != 'count'})
+      logging.info('Test%s: PSNR %.2f dB, SSIM %.4f, MSE %.5f (best checkpoint, step %s).',
+                   f' ({member.name})' if run.grouped else '', test['psnr'], test['ssim'],
+                   test['mse'], best)
+    writers.write_results(member.workdir, result)
+    results.append(result)
+  close(run)
   return results
 
+
+def train_and_evaluate(config, workdir: str, splits: dict | None = None) -> dict:
+  """Trains `config.model` on `config.data` in `workdir` (resuming if it holds checkpoints)
+  and returns the results dict also written to results.json; stopped by SIGTERM, it saves
+  and returns {'preempted': True, 'step': ..., 'total_steps': ...} instead."""
+  with random_streams(), StopOnSigterm() as stop:
+    run = create_run(config, workdir, splits)
+    try:
+      return train_epochs(run, stop) or finish(run)[0]
+    finally:
+      if run.prefetch is not None:
+        run.prefetch.close()
+
+
+def train_members(config, workdir: str, members: list[tuple[str, str, Any]],
+                  splits: dict | None = None) -> list[dict] | dict:
+  """Trains members [(name, member workdir, config)] that differ only in MEMBER_NUMBERS
+  in one compiled program (vmapped over the member axis), with their shared checkpoints
+  in `workdir`. Returns each member's results (or save_on_stop's record)."""
+  with random_streams(), StopOnSigterm() as stop:
+    run = create_run(config, workdir, splits, members=members)
+    try:
+      return train_epochs(run, stop) or finish(run)
+    finally:
+      if run.prefetch is not None:
+        run.prefetch.close()

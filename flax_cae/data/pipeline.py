@@ -52,13 +52,20 @@ def epoch_permutation(seed: int, epoch: int, n: int, mesh: Mesh) -> jax.Array:
   return _permutation_fn(n, mesh)(seed, epoch)
 
 
+def epoch_permutations(seeds: jax.Array, epoch: int, n: int, mesh: Mesh) -> jax.Array:
+  """[M, n]: the orders of members trained together, each `epoch_permutation` of its seed."""
+  return _permutation_fn(n, mesh, members=True)(seeds, epoch)
+
+
 @functools.lru_cache(maxsize=None)
-def _permutation_fn(n: int, mesh: Mesh):
+def _permutation_fn(n: int, mesh: Mesh, members: bool = False):
   """Compiled once per (n, mesh), not once per epoch."""
 
   def perm(seed, epoch):  # the key is made inside: no host array crosses processes
     key = jax.random.fold_in(jax.random.key(seed), epoch)
     return jax.random.permutation(key, n).astype(jnp.int32)
+  if members:
+    perm = jax.vmap(perm, in_axes=(0, None))
   return jax.jit(perm, out_shardings=replicated(mesh))
 
 
@@ -172,19 +179,35 @@ def prepare_kwargs(data_config) -> dict:
 
 
 class Prefetcher:
-  """Reads host batches on a background thread, `depth` ahead of the training loop."""
+  """Reads host batches on a background thread, `depth` ahead of the training loop.
+  `close()` stops the thread (a run that ends mid-epoch leaves no reader behind)."""
 
   def __init__(self, make_batch, items, depth: int = 2):
     self._queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, args=(make_batch, items), daemon=True)
     self._thread.start()
+
+  def _put(self, item) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def _run(self, make_batch, items):
     try:
       for item in items:
-        self._queue.put(make_batch(item))
+        if self._stop.is_set() or not self._put(make_batch(item)):
+          return
     except Exception as e:  # surfaced in the training thread
-      self._queue.put(e)
+      self._put(e)
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
 
   def get(self):
     item = self._queue.get()

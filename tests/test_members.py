@@ -1,0 +1,57 @@
+"""Members trained together (vmapped over a member axis) end where training them one by one
+ends: same parameters, same reported metrics."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from flax_cae import train
+from flax_cae.checkpoint import Checkpoints
+from test_multihost import _without_layer_biases
+from test_training import assert_trees_close, tiny_config
+
+# Float rounding only: the vmapped optimizer scales a unit-rate update by each member's
+# rate (the single run folds the rate into its schedule), and XLA batches the member
+# axis of every convolution. Conv/Dense biases feeding a BatchNorm are left out, as in
+# test_multihost: their true gradient is zero, so Adam turns float noise into steps of
+# either sign, and BatchNorm subtracts them anyway.
+RTOL, ATOL = 2e-4, 2e-5
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def _params(directory, step):
+  ckpts = Checkpoints(os.path.join(directory, 'checkpoints'), keep=10)
+  state, meta = ckpts.restore_raw(step)
+  ckpts.close()
+  return state['params'], meta
+
+
+def test_vmapped_members_match_one_by_one(tmp_path, data_dir):
+  numbers = [dict(seed=0, lr=1e-3, alpha=0.1), dict(seed=1, lr=1e-3, alpha=0.5),
+             dict(seed=0, lr=3e-3, alpha=0.1)]
+  configs = [tiny_config(data_dir, seed=n['seed'], **{'optimizer.learning_rate': n['lr'],
+                                                      'loss.name': 'l1+mse', 'loss.alpha': n['alpha']})
+             for n in numbers]
+  members = [(f'm{i}', str(tmp_path / 'together' / f'm{i}'), c) for i, c in enumerate(configs)]
+  together = train.train_members(configs[0], str(tmp_path / 'together'), members)
+  alone = [train.train_and_evaluate(c, str(tmp_path / f'alone{i}')) for i, c in enumerate(configs)]
+
+  last = together[0]['total_steps']
+  stacked, meta = _params(str(tmp_path / 'together'), last)
+  assert meta['members']['learning_rate'] == pytest.approx([1e-3, 1e-3, 3e-3])
+  for i, (t, a) in enumerate(zip(together, alone)):
+    single, _ = _params(str(tmp_path / f'alone{i}'), last)
+    assert_trees_close(_without_layer_biases(jax.tree.map(lambda x, i=i: x[i], stacked)),
+                       _without_layer_biases(single), rtol=RTOL, atol=ATOL)
+    assert t['best_step'] == a['best_step']
+    for key in ('test_psnr', 'test_ssim', 'validation_loss'):
+      assert t[key] == pytest.approx(a[key], rel=1e-3), key  # SSIM near 0.15: ~1.5e-4 seen
+    assert os.path.isfile(tmp_path / 'together' / f'm{i}' / 'results.json')
+  # The members really differ: different seeds and rates give different models.
+  assert not np.allclose(together[0]['test_psnr'], together[2]['test_psnr'], atol=1e-6)
