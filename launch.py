@@ -1,5 +1,8 @@
 """Trains and evaluates one config: python launch.py --config=configs/X.py --workdir=DIR.
 
+A study config (configs/studies/) trains every member of the study and writes its
+tables and figures (flax_cae/study.py).
+
 Bad input (a config, data set or workdir problem) ends with one sentence on stderr
 and exit status 2; --debug shows the full traceback instead.
 """
@@ -9,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_cae import distributed, host_memory, train
+from flax_cae import distributed, host_memory, study, train
 from flax_cae.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -66,6 +69,9 @@ def main(argv):
   del argv
   try:
     config = FLAGS.config  # --config.* overrides are applied here
+    # ml_collections (1.1) hands back a stand-in for a config file that failed to load,
+    # which raises only when used: use it here, where the error is caught.
+    config.keys()
   except CONFIG_ERRORS as e:
     if FLAGS.debug:
       raise
@@ -85,7 +91,10 @@ def main(argv):
     _fail(f'jax.distributed could not start ({" ".join(str(e).split())[:300]}); give all of '
           '--coordinator_address, --num_processes and --process_id, or none on one machine.')
   try:
-    train.train_and_evaluate(config, FLAGS.workdir)
+    if study.is_study(config):  # configs/studies/: every member, then the tables and figures
+      study.run_study(config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
     if FLAGS.debug:
       raise

@@ -11,7 +11,6 @@ as a Markdown table; --json writes the rows too.
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import machine  # pylint: disable=g-import-not-at-top
 from configs import s1  # pylint: disable=g-import-not-at-top
 from flax_cae import models, train
 from flax_cae.data import pipeline
@@ -89,9 +90,7 @@ def main():
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
                           capture_output=True, text=True).stdout.strip()
   base = rows[0]['images_per_second']
-  print(f'\n{args.model}, batch {args.batch}, {shape}, {jax.device_count()} x '
-        f'{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, '
-        f'{platform.node()}, commit {commit}\n')
+  print(f'\n{args.model}, batch {args.batch}, {shape}; {machine.describe()}\n')
   print('| data | steps per call | images/s | vs 1 step per call |')
   print('|---|---|---|---|')
   for r in rows:

@@ -42,6 +42,7 @@ import flax  # pylint: disable=g-import-not-at-top
 import jax
 import numpy as np
 
+import machine
 from configs import s1
 from flax_cae import host_memory, models, train
 from flax_cae.data import pipeline
@@ -67,8 +68,10 @@ def variants() -> list[tuple[str, str, tuple[int, ...]]]:
   """(label, registry name, skips): every registered model, plus its skip variant if any."""
   out = []
   for name in models.model_names():
-    out.append((name, name, ()))
     spec = models.MODELS[name]
+    if spec.encoder_residual:  # S1's residual tries: ImprovedCAE's speed, no PyTorch mirror
+      continue
+    out.append((name, name, ()))
     if spec.allows_skips:
       out.append((f'{name}+skips', name, tuple(range(1, len(spec.widths) + 1))))
   return out
@@ -197,7 +200,7 @@ def bench_torch(label, model, images_u8, batch, modes):
   if n_flax != n_torch or not max_diff < 1e-4:
     raise AssertionError(f'{label}: PyTorch mirror differs (params {n_flax} vs {n_torch}, '
                          f'max output difference {max_diff})')
-  name = {s.encoder: k for k, s in models.MODELS.items()}[model.encoder_cls]
+  name = {s.encoder: k for k, s in models.MODELS.items() if not s.encoder_residual}[model.encoder_cls]
   out = {'params': n_torch, 'max_diff': max_diff}
   for mode in modes:
     net = tr.TorchAutoencoder(name, model.opts).to(torch_device())
@@ -219,7 +222,7 @@ HOST_MEMORY = ''  # what host_memory.configure did (main sets it before JAX star
 def header(torch_version):
   dev = jax.devices()[0]
   return (f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
-          f'jax {jax.__version__}, flax {flax.__version__}'
+          f'CPU: {machine.cpu()}, jax {jax.__version__}, flax {flax.__version__}'
           f'{", torch " + torch_version if torch_version else ""}, {platform.node()}, '
           f'{datetime.date.today()}, commit {commit()}, host memory: {HOST_MEMORY}')
 

@@ -175,7 +175,8 @@ def same_function(flax_model, variables, images_u8: np.ndarray) -> tuple[int, in
 
 def _registry():
   from flax_cae import models  # pylint: disable=g-import-not-at-top
-  return {name: spec.encoder for name, spec in models.MODELS.items()}
+  # The encoder-residual variants share ImprovedCAE's classes and have no mirror here.
+  return {name: spec.encoder for name, spec in models.MODELS.items() if not spec.encoder_residual}
 
 
 def default_device() -> str:

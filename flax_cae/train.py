@@ -745,7 +745,8 @@ def finish(run: Run) -> list[dict]:
   """Test and validation metrics of each member's best checkpoint by validation PSNR;
   writes each member's results.json and results.md and returns them."""
   config, meta, train = run.config, run.meta, run.splits['train']
-  evaluated = {}  # best step -> (test, validation) metrics of every member at that step
+  evaluated = {}  # best step -> (test, validation, reconstructions) of every member there
+  test_sample = run.trainer.sample_images(run.splits['test'], config.num_sample_images)
   results = []
   for m, member in enumerate(run.members):
     c = member.config
@@ -771,8 +772,12 @@ def finish(run: Run) -> list[dict]:
         if best != run.step:
           state, _ = run.ckpts.restore(best, run.state)
         evaluated[best] = (run.trainer.evaluate(state, run.splits['test']),
-                           run.trainer.evaluate(state, run.splits['validation']))
-      test, val = (x[m] for x in evaluated[best])
+                           run.trainer.evaluate(state, run.splits['validation']),
+                           run.trainer.reconstruct(state, test_sample))
+      test, val, recon = (x[m] for x in evaluated[best])
+      if writers.is_writer():  # the first test images and their reconstructions (studies' grids)
+        np.savez_compressed(os.path.join(member.workdir, 'test_samples.npz'),
+                            images=test_sample, reconstructions=recon)
       member.writer.write(best, 'test', test)
       result.update({f'test_{k}': v for k, v in test.items() if k != 'count'})
       result.update({f'validation_{k}': v for k, v in val.items() if k != 'count'})

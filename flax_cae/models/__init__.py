@@ -18,6 +18,7 @@ class ModelSpec(NamedTuple):
   widths: tuple[int, ...]   # default widths; their count is the number of stages
   paper: str
   allows_skips: bool = False
+  encoder_residual: str = ''
 
 
 MODELS = {
@@ -28,6 +29,14 @@ MODELS = {
     'improved_cae': ModelSpec(ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
                               'S1 ImprovedCAE (skips across the bottleneck with model.skips)',
                               allows_skips=True),
+    'improved_cae_res_interp': ModelSpec(
+        ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
+        'S1 ImprovedCAE with residuals inside the encoder, resized by bilinear interpolation '
+        'and zero channels', allows_skips=True, encoder_residual='interpolate'),
+    'improved_cae_res_conv': ModelSpec(
+        ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
+        'S1 ImprovedCAE with residuals inside the encoder, resized by a strided 1x1 conv',
+        allows_skips=True, encoder_residual='resample'),
 }
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -56,7 +65,7 @@ def build_model(config, image_shape) -> ae.Autoencoder:
         f'got {widths}; e.g. --config.model.widths="{spec.widths}".')
   skips = tuple(sorted(config.get('skips') or ()))
   if skips and not spec.allows_skips:
-    raise ConfigError(f'model.skips is only supported by improved_cae, not {config.name}; '
+    raise ConfigError(f'model.skips is only supported by improved_cae (and its _res variants), not {config.name}; '
                       'set --config.model.skips="()".')
   if any(s not in range(1, len(widths) + 1) for s in skips):
     raise ConfigError(f'model.skips={skips} names stages outside 1..{len(widths)}.')
@@ -86,6 +95,7 @@ def build_model(config, image_shape) -> ae.Autoencoder:
       batch_norm=config.get('batch_norm', True),
       dropout_rate=config.get('dropout_rate', 0.0),
       skips=skips,
+      encoder_residual=spec.encoder_residual,
       dtype=DTYPES[dtype],
       transposed_conv=transposed_conv,
       conv_input_grad=conv_input_grad,

@@ -9,6 +9,7 @@ model's true bottleneck (`flax_cae.models.bottleneck`), skip tensors included.
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from flax_cae.models.layers import (ConvTranspose, ModelOptions, conv_out_size,
@@ -123,6 +124,21 @@ class BaseCAEDecoder(nn.Module):
     return _output(x)
 
 
+def _encoder_residual(x, y, opts: ModelOptions):
+  """S1's "skips inside the encoder": the stage's input x, resized to its output y's shape,
+  is added to y. 'interpolate': bilinear resize (antialiased when shrinking) and zero
+  channels appended; 'resample': a 1x1 conv with the stage's stride (a learned projection).
+  Nothing here crosses to the decoder, so the bottleneck is unchanged."""
+  if opts.encoder_residual == 'interpolate':
+    r = jax.image.resize(x, (*x.shape[:1], *y.shape[1:3], x.shape[3]), 'bilinear')
+    r = jnp.pad(r, ((0, 0), (0, 0), (0, 0), (0, y.shape[3] - x.shape[3])))
+  else:
+    stride = -(-x.shape[1] // y.shape[1])
+    r = nn.Conv(y.shape[3], (1, 1), strides=(stride, stride), dtype=opts.dtype,
+                param_dtype=jnp.float32, name=None)(x)
+  return y + r.astype(y.dtype)
+
+
 class ImprovedCAEEncoder(nn.Module):
   """S1's ImprovedCAE encoder: conv 16/32/64 stride 2 with BN+LeakyReLU, conv 128 stride 1
   with LeakyReLU, one dense layer to the latent. Returns the stage outputs named in
@@ -135,8 +151,8 @@ class ImprovedCAEEncoder(nn.Module):
     code = {}
     strides = [2] * (len(o.widths) - 1) + [1]
     for stage, (w, s) in enumerate(zip(o.widths, strides), start=1):
-      x = _conv(w, s, o)(x)
-      x = norm_act_dropout(x, o, train, norm=stage < len(o.widths))
+      y = norm_act_dropout(_conv(w, s, o)(x), o, train, norm=stage < len(o.widths))
+      x = _encoder_residual(x, y, o) if o.encoder_residual else y
       if stage in o.skips:
         code[f'skip{stage}'] = x
     code['latent'] = _dense(o.latent_dim, o)(x.reshape(x.shape[0], -1))

@@ -39,6 +39,7 @@ class ModelOptions:
   dropout_rate: float = 0.0
   skips: tuple[int, ...] = ()
   dtype: Any = jnp.float32
+  encoder_residual: str = ''  # improved_cae_res_*: '' | 'interpolate' | 'resample' (S1's tries)
   transposed_conv: str = 'subpixel'  # or 'dilated' (XLA's zero-insertion form); same function
   conv_input_grad: str = 'xla'  # or 'subpixel' (conv_subpixel_input_grad); same gradients
 

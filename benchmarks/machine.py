@@ -1,0 +1,44 @@
+"""What every benchmark header names: the device, and for CPUs the model and the vector
+extensions (ratios against PyTorch move with them: oneDNN gains more from AVX-512 than
+XLA's CPU backend does, PERF_NOTES.md)."""
+
+import datetime
+import platform
+import subprocess
+from pathlib import Path
+
+import jax
+
+ROOT = Path(__file__).resolve().parents[1]
+# The extensions that decide which kernels XLA and oneDNN pick, in /proc/cpuinfo's names.
+VECTOR_FLAGS = ('sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16',
+                'avx512_vnni', 'amx_tile', 'amx_bf16')
+
+
+def cpu() -> str:
+  """'Intel(R) Xeon(R) Processor, 2 cores, avx2 fma avx512f ...' from /proc/cpuinfo."""
+  model, flags, cores = platform.processor() or platform.machine(), set(), 0
+  try:
+    for line in Path('/proc/cpuinfo').read_text().splitlines():
+      key, _, value = line.partition(':')
+      key = key.strip()
+      if key == 'model name':
+        model, cores = value.strip(), cores + 1
+      elif key == 'flags' and not flags:
+        flags = set(value.split())
+  except OSError:  # not Linux: the model from platform only
+    pass
+  ext = ' '.join(f for f in VECTOR_FLAGS if f in flags) or 'unknown'
+  return f'{model}, {cores or "?"} cores, vector extensions: {ext}'
+
+
+def commit() -> str:
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
+                        text=True).stdout.strip() or 'unknown'
+
+
+def describe() -> str:
+  """One line: devices, CPU, jax version, host, date, commit."""
+  dev = jax.devices()[0]
+  return (f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}); CPU: {cpu()}; '
+          f'jax {jax.__version__}; {platform.node()}; {datetime.date.today()}; commit {commit()}')

@@ -1,0 +1,26 @@
+"""What every study config shares: the `study` section with its defaults."""
+
+import ml_collections
+
+
+def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
+                 **settings) -> ml_collections.ConfigDict:
+  """`base` (what every member shares) plus a `study` section; `members` maps a member's
+  name to the config fields it overrides, as a partial config tree."""
+  c = base
+  c.study = ml_collections.ConfigDict(dict(
+      name=name,
+      members=members,
+      # The members to run, in the table's order (ConfigDicts sort their keys): a subset
+      # is e.g. --config.study.only=adam,sgd_momentum.
+      only=','.join(members),
+      data='',                  # '' = the data fields above; mnist | cifar10 | cinic10 = S1's
+      num_seeds=1,              # each member trained with seeds seed, seed+1, ...: mean ± std
+      train_together='auto',    # auto | yes | no: vmap members that differ only in numbers
+      tune_learning_rate=False,  # pick each member's rate from rate x lr_factors, short runs
+      lr_factors=(0.3, 1.0, 3.0),
+      tune_epochs=1,            # length of each tuning run, in epochs
+      num_grid_images=8,        # test images in reconstructions.png
+  ))
+  c.study.update(settings)
+  return c

@@ -1,0 +1,473 @@
+"""Studies: one command trains every member of a comparison and writes the paper's table
+and figures, with PCA at the same number of floats beside the learned models.
+
+A study is a config with a `study` section (configs/studies/): the base config is what
+every member shares, `study.members` maps a member's name to the fields it overrides
+(a partial config tree). `python launch.py --config=configs/studies/NAME.py --workdir=DIR`
+writes in DIR:
+
+  members/<member>[_seed<s>]/   one ordinary workdir per member and seed (checkpoints,
+                                metrics.jsonl, results.json, reconstructions)
+  tuning/<member>/lr_<rate>/    the short runs that picked a member's learning rate
+  groups/<group>/               shared checkpoints of members trained together
+  study.md, study.csv           one row per member (mean +- std over seeds) and the PCA rows
+  tuning.md, tuning.csv         validation PSNR of every tried learning rate
+  psnr_ssim.png                 test PSNR and SSIM per member (bars; PCA as reference)
+  validation_psnr.png           validation PSNR curves of all members on one plot
+  reconstructions.png           the same test images: originals, then a row per member, PCA
+
+Run again, the study skips finished members (those with results.json) and resumes a
+member in progress from its checkpoint, exactly as a single run resumes.
+"""
+
+import copy
+import csv
+import json
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from flax_cae import baselines, errors, train, writers
+from flax_cae.data import pipeline
+from flax_cae.errors import ConfigError
+
+TOGETHER = ('auto', 'yes', 'no')
+# 'auto': members that differ only in numbers train together (vmapped) where that was
+# measured faster. On XLA's CPU backend it was slower (benchmarks/members.py: the member
+# axis of a convolution becomes a grouped convolution), so CPU trains them one by one.
+TOGETHER_AUTO = {'cpu': False, 'gpu': True, 'tpu': True}
+
+# --config.study.data=NAME: the data fields of S1's configs for that data set.
+STUDY_DATA = {
+    'mnist': dict(name='mnist', validation_size=5000, test_size=0),
+    'cifar10': dict(name='cifar10', validation_size=5000, test_size=0),
+    'cinic10': dict(name='cinic10', validation_size=0, test_size=0),
+}
+
+CSV_COLUMNS = ('member', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim', 'test_ssim_std',
+               'test_mse', 'test_mse_std', 'final_validation_loss', 'bottleneck_floats',
+               'compression_ratio', 'parameters', 'train_seconds', 'images_per_second',
+               'learning_rate', 'learning_rate_tuned', 'diverged', 'note')
+
+
+def is_study(config) -> bool:
+  return 'study' in config
+
+
+def _update(config, overrides, where: str):
+  """Applies a partial config tree; an unknown field is one sentence naming it."""
+  for key, value in overrides.items():
+    if key not in config:
+      raise ConfigError(f'{where}: {key!r} is not a config field; check the spelling '
+                        f'(fields here: {", ".join(sorted(config.keys()))}).')
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      _update(config[key], value, f'{where}.{key}')
+    else:
+      config[key] = value
+
+
+def _check_study(study, base):
+  if not len(study.members):
+    raise ConfigError('study.members is empty; a study needs at least one member.')
+  for key in ('num_seeds', 'tune_epochs', 'num_grid_images'):
+    if not isinstance(study[key], int) or study[key] <= 0:
+      raise ConfigError(f'study.{key} must be a positive integer, got {study[key]!r}; '
+                        f'set --config.study.{key}=N with N > 0.')
+  if study.train_together not in TOGETHER:
+    raise errors.unknown_name('study.train_together', study.train_together, TOGETHER)
+  if study.data and study.data not in STUDY_DATA:
+    raise errors.unknown_name('study.data', study.data, STUDY_DATA)
+  only = [n for n in study.only.split(',') if n] if study.only else []
+  for name in only:
+    if name not in study.members:
+      raise errors.unknown_name('study member', name, list(study.members.keys()))
+  if study.tune_learning_rate:
+    factors = tuple(study.lr_factors)
+    if not factors or any(not isinstance(f, (int, float)) or not f > 0 for f in factors):
+      raise ConfigError(f'study.lr_factors must be positive numbers, got {factors!r}; e.g. '
+                        '--config.study.lr_factors="(0.3, 1.0, 3.0)".')
+    if study.tune_epochs > base.num_epochs:
+      raise ConfigError(f'study.tune_epochs ({study.tune_epochs}) is longer than training '
+                        f'({base.num_epochs} epochs); lower it.')
+  return only or list(study.members.keys())
+
+
+def plan(config):
+  """(base config, study settings, [(member name, [config per seed])]): every member's
+  full config, checked before anything is read or trained."""
+  config = copy.deepcopy(config)
+  study = config.study
+  with config.unlocked():
+    del config['study']
+  base = config
+  if study.data:
+    base.data.update(STUDY_DATA[study.data])
+  names = _check_study(study, base)
+  members = []
+  for name in names:
+    overrides = study.members[name]
+    if 'data' in overrides:
+      raise ConfigError(f'study member {name!r} overrides data fields; every member of a '
+                        'study trains and is scored on the same images.')
+    c = copy.deepcopy(base)
+    _update(c, overrides, f'study.members.{name}')
+    train.validate(c, 1)
+    members.append((name, [_with_seed(c, c.seed + s) for s in range(study.num_seeds)]))
+  return base, study, members
+
+
+def _with_seed(config, seed):
+  c = copy.deepcopy(config)
+  c.seed = seed
+  return c
+
+
+def _done(workdir) -> dict | None:
+  path = os.path.join(workdir, 'results.json')
+  if os.path.isfile(path):
+    with open(path) as f:
+      return json.load(f)
+  return None
+
+
+def _differ_in_numbers_only(a, b) -> bool:
+  """Whether two member configs may train together: equal but for train.MEMBER_NUMBERS."""
+  def strip(c):
+    d = c.to_dict()
+    for key in train.MEMBER_NUMBERS:
+      *path, last = key.split('.')
+      target = d
+      for p in path:
+        target = target[p]
+      target.pop(last, None)
+    return json.dumps(d, sort_keys=True, default=str)
+  return strip(a) == strip(b)
+
+
+def _groups(jobs):
+  """Jobs [(key, workdir, config)] -> groups of jobs that may train together, in order."""
+  groups = []
+  for job in jobs:
+    for g in groups:
+      if _differ_in_numbers_only(g[0][2], job[2]):
+        g.append(job)
+        break
+    else:
+      groups.append([job])
+  return groups
+
+
+def train_jobs(jobs, workdir: str, splits, together: bool, group_name: str) -> dict:
+  """Trains jobs [(key, member workdir, config)] that are not finished yet (one by one,
+  or together in groups); returns {key: results}. A member that diverges is recorded as
+  such (its results.json says at which step) and the others go on."""
+  results = {key: r for key, d, _ in jobs if (r := _done(d)) is not None}
+  todo = [job for job in jobs if job[0] not in results]
+  groups = _groups(todo) if together else [[job] for job in todo]
+  for group in groups:
+    if len(group) == 1:
+      key, member_dir, c = group[0]
+      logging.info('Study: training %s in %s.', key, member_dir)
+      try:
+        out = train.train_and_evaluate(c, member_dir, splits=splits)
+      except errors.DivergedError as e:
+        logging.warning('Study: %s diverged (%s).', key, e)
+        out = {'diverged_at_step': -1, 'error': str(e)}
+        writers.write_results(member_dir, out)
+      outs = [out]
+    else:
+      # Named by its members, so a resumed study finds the same group's checkpoints.
+      gdir = os.path.join(workdir, 'groups', group_name + '+'.join(k for k, _, _ in group))
+      logging.info('Study: training %s together in %s.', ', '.join(k for k, _, _ in group), gdir)
+      outs = train.train_members(group[0][2], gdir, group, splits=splits)
+    if isinstance(outs, dict) and outs.get('preempted'):
+      return {'preempted': True}
+    for (key, _, _), out in zip(group, outs):
+      if out.get('preempted'):
+        return {'preempted': True}
+      results[key] = out
+  return results
+
+
+def _score(result) -> float:
+  """Validation PSNR of a tuning run; a diverged run ranks last."""
+  if result.get('diverged_at_step') is not None or 'validation_psnr' not in result:
+    return -math.inf
+  return result['validation_psnr']
+
+
+def tune_learning_rates(base, study, members, workdir, splits, together) -> dict:
+  """Per member: short runs at (its learning rate x each of study.lr_factors), the rate
+  with the best validation PSNR kept. Returns {member: (rate, [(rate, psnr)])}."""
+  chosen = {}
+  for name, configs in members:
+    center = configs[0].optimizer.learning_rate
+    jobs = []
+    for f in study.lr_factors:
+      c = copy.deepcopy(configs[0])
+      c.optimizer.learning_rate = float(f'{center * f:.3g}')
+      c.num_epochs = study.tune_epochs
+      jobs.append((f'{c.optimizer.learning_rate:g}',
+                   os.path.join(workdir, 'tuning', name, f'lr_{c.optimizer.learning_rate:g}'), c))
+    results = train_jobs(jobs, workdir, splits, together, f'tune_{name}_lr_')
+    if results.get('preempted'):
+      return {'preempted': True}
+    tried = [(c.optimizer.learning_rate, _score(results[key])) for key, _, c in jobs]
+    best = max(tried, key=lambda t: t[1])
+    if best[1] == -math.inf:
+      raise errors.DivergedError(
+          f'every learning rate tried for study member {name!r} diverged ({[r for r, _ in tried]}); '
+          'give it a smaller center rate in study.members or other study.lr_factors.')
+    chosen[name] = (best[0], tried)
+    logging.info('Study: %s learning rate %g (validation PSNR %.2f dB).', name, best[0], best[1])
+  return chosen
+
+
+def run_study(config, workdir: str) -> dict:
+  """Trains every member of the study `config` in `workdir` and writes its tables and
+  figures (see the module docstring). Returns {'rows': [...], 'pca': [...]}."""
+  base, study, members = plan(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  together = {'yes': True, 'no': False}.get(study.train_together,
+                                            TOGETHER_AUTO.get(jax.default_backend(), False))
+  with train.random_streams():
+    mesh = pipeline.make_mesh()
+    if not base.get('eval_batch_size'):
+      base.eval_batch_size = base.batch_size
+    train.validate(base, mesh.devices.size)
+    splits = train.load_data(base, mesh)  # read once, shared by every member
+
+  chosen = {}
+  if study.tune_learning_rate:
+    chosen = tune_learning_rates(base, study, members, workdir, splits, together)
+    if chosen.get('preempted'):
+      return {'preempted': True}
+    for name, configs in members:
+      for c in configs:
+        c.optimizer.learning_rate = chosen[name][0]
+    write_tuning(workdir, chosen)
+
+  jobs = [(_member_key(name, s, study.num_seeds),
+           os.path.join(workdir, 'members', _member_key(name, s, study.num_seeds)), c)
+          for name, configs in members for s, c in enumerate(configs)]
+  results = train_jobs(jobs, workdir, splits, together, '')
+  if results.get('preempted'):
+    logging.warning('Study stopped by SIGTERM; run the same command to resume it.')
+    return {'preempted': True}
+
+  rows = [_row(name, [(results[_member_key(name, s, study.num_seeds)],
+                       os.path.join(workdir, 'members', _member_key(name, s, study.num_seeds)))
+                      for s in range(study.num_seeds)], chosen.get(name))
+          for name, _ in members]
+  input_floats = int(np.prod(splits['train'].image_shape))
+  pca_rows, pca_images = pca_baseline(splits, rows, input_floats, study.num_grid_images)
+  if writers.is_writer():
+    write_tables(workdir, study, rows, pca_rows, base)
+    write_figures(workdir, rows, pca_rows, pca_images, study.num_grid_images)
+  logging.info('Study written to %s (study.md, study.csv, *.png).', workdir)
+  return {'rows': rows, 'pca': pca_rows}
+
+
+def _member_key(name, seed_index, num_seeds):
+  return name if num_seeds == 1 else f'{name}_seed{seed_index}'
+
+
+def _final_validation_loss(member_dir):
+  path = os.path.join(member_dir, 'metrics.jsonl')
+  if not os.path.isfile(path):
+    return math.nan
+  with open(path) as f:
+    vals = [r for r in map(json.loads, f) if r.get('split') == 'validation']
+  return vals[-1]['loss'] if vals else math.nan
+
+
+def _mean_std(values):
+  values = [v for v in values if v is not None and math.isfinite(v)]
+  if not values:
+    return math.nan, math.nan
+  return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+
+
+def _row(name, runs, tuned):
+  """One table row from a member's runs [(results, workdir)] over seeds."""
+  ok = [(r, d) for r, d in runs if r.get('diverged_at_step') is None]
+  row = {'member': name, 'seeds': len(runs), 'diverged': len(runs) - len(ok),
+         'workdirs': [d for _, d in runs]}
+  for key in ('test_psnr', 'test_ssim', 'test_mse'):
+    row[key], row[f'{key}_std'] = _mean_std([r.get(key) for r, _ in ok])
+  row['final_validation_loss'] = _mean_std([_final_validation_loss(d) for _, d in ok])[0]
+  row['train_seconds'] = _mean_std([r.get('train_seconds') for r, _ in ok])[0]
+  row['images_per_second'] = _mean_std([r.get('images_per_second') for r, _ in ok])[0]
+  first = ok[0][0] if ok else {}
+  for key in ('bottleneck_floats', 'compression_ratio', 'parameters', 'learning_rate',
+              'input_floats', 'image_shape', 'model'):
+    row[key] = first.get(key)
+  row['learning_rate_tuned'] = tuned is not None
+  row['note'] = ('not a compression' if row['compression_ratio'] and row['compression_ratio'] <= 1
+                 else '')
+  if row['diverged']:
+    row['note'] = (row['note'] + '; ' if row['note'] else '') + f'{row["diverged"]} diverged'
+  return row
+
+
+def pca_baseline(splits, rows, input_floats, n_images):
+  """PCA fitted on the training split, scored on the test split with as many floats as
+  each member's bottleneck (only where that is smaller than the image: else the identity
+  is a perfect 'code'). Returns (rows, {floats: reconstructions of the first test images})."""
+  sizes = sorted({r['bottleneck_floats'] for r in rows
+                  if r['bottleneck_floats'] and r['bottleneck_floats'] < input_floats})
+  if not sizes:
+    return [], {}
+  logging.info('Study: fitting PCA on %d training images for %s floats.', splits['train'].n, sizes)
+  pca = baselines.PCA(splits['train'])
+  first = next(baselines._chunks(splits['test'], max(n_images, 1)))[0][:n_images]  # pylint: disable=protected-access
+  out, images = [], {}
+  for k in sizes:
+    s = pca.score(splits['test'], k)
+    out.append({'member': f'PCA ({k} floats)', 'seeds': 1, 'test_psnr': s['psnr'],
+                'test_ssim': s['ssim'], 'test_mse': s['mse'], 'bottleneck_floats': k,
+                'compression_ratio': input_floats / k, 'parameters': k * (input_floats + 1),
+                'note': 'linear code fitted on the training split'})
+    images[k] = np.asarray(pca.reconstruct(first, k))
+  return out, images
+
+
+def _fmt(v, digits=2):
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return '–'
+  if isinstance(v, bool):
+    return 'yes' if v else ''
+  if isinstance(v, float):
+    return f'{v:.{digits}f}'
+  return str(v)
+
+
+def _pm(row, key, digits):
+  mean, std = row.get(key), row.get(f'{key}_std')
+  if row.get('seeds', 1) > 1 and std is not None and not math.isnan(std):
+    return f'{_fmt(mean, digits)} ± {_fmt(std, digits)}'
+  return _fmt(mean, digits)
+
+
+def write_tables(workdir, study, rows, pca_rows, base):
+  with open(os.path.join(workdir, 'study.csv'), 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction='ignore')
+    w.writeheader()
+    for r in rows + pca_rows:
+      w.writerow({k: r.get(k, '') for k in CSV_COLUMNS})
+  header = ('| member | test PSNR (dB) | test SSIM | test MSE | final val. loss | bottleneck floats '
+            '| compression | parameters | train time (s) | images/s | learning rate | note |')
+  lines = [f'# Study: {study.name}', '',
+           f'Data: {base.data.name} {list(rows[0].get("image_shape") or [])}. Shared by every member '
+           f'unless it overrides them: model {base.model.name} (latent {base.model.latent_dim}), '
+           f'loss {base.loss.name}, optimizer {base.optimizer.name} '
+           f'(learning rate {base.optimizer.learning_rate:g}), batch {base.batch_size}, '
+           f'{base.num_epochs} epochs. {study.num_seeds} seed(s) per member (mean ± sample std '
+           f'over seeds). Device: {jax.devices()[0].device_kind} ({jax.default_backend()}).', '',
+           header, '|' + '---|' * 12]
+  for r in rows + pca_rows:
+    lr = r.get('learning_rate')
+    lr_text = '' if lr is None else f'{lr:g}' + (' (tuned)' if r.get('learning_rate_tuned') else '')
+    ratio = r.get('compression_ratio')
+    lines.append('| ' + ' | '.join([
+        r['member'], _pm(r, 'test_psnr', 2), _pm(r, 'test_ssim', 4), _pm(r, 'test_mse', 5),
+        _fmt(r.get('final_validation_loss'), 5), _fmt(r.get('bottleneck_floats')),
+        '–' if not ratio else f'{ratio:.2f}x', _fmt(r.get('parameters')),
+        _fmt(r.get('train_seconds'), 0), _fmt(r.get('images_per_second'), 0), lr_text,
+        r.get('note', '')]) + ' |')
+  lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SSIM: dm-pix (11-tap Gaussian, '
+            'sigma 1.5, valid filtering), mean of per-image values; both on the test split with '
+            "each member's best checkpoint by validation PSNR. PCA rows: the optimal linear code "
+            'with as many floats as the bottleneck above it, fitted on the training split, '
+            'scored on the same test images. "not a compression": the decoder receives at least '
+            'as many floats as the image holds.', '']
+  with open(os.path.join(workdir, 'study.md'), 'w') as f:
+    f.write('\n'.join(lines))
+
+
+def write_tuning(workdir, chosen):
+  if not writers.is_writer():
+    return
+  with open(os.path.join(workdir, 'tuning.csv'), 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['member', 'learning_rate', 'validation_psnr', 'chosen'])
+    for name, (rate, tried) in chosen.items():
+      for r, psnr in tried:
+        w.writerow([name, r, psnr, r == rate])
+  lines = ['| member | learning rates tried (validation PSNR, dB) | chosen |', '|---|---|---|']
+  for name, (rate, tried) in chosen.items():
+    cells = ', '.join(f'{r:g}: ' + ('diverged' if psnr == -math.inf else f'{psnr:.2f}')
+                      for r, psnr in tried)
+    lines.append(f'| {name} | {cells} | {rate:g} |')
+  with open(os.path.join(workdir, 'tuning.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def write_figures(workdir, rows, pca_rows, pca_images, n_images):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  names = [r['member'] for r in rows]
+  fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(rows) + 4), 4.5))
+  for ax, key, label in ((axes[0], 'test_psnr', 'test PSNR (dB)'), (axes[1], 'test_ssim', 'test SSIM')):
+    ax.bar(range(len(rows)), [r[key] for r in rows], yerr=[r.get(f'{key}_std') or 0 for r in rows],
+           color='tab:blue', capsize=3)
+    for i, p in enumerate(pca_rows):
+      ax.axhline(p[key], color=f'C{i + 1}', linestyle='--', label=p['member'])
+    ax.set_xticks(range(len(rows)), names, rotation=30, ha='right')
+    ax.set_ylabel(label)
+    if pca_rows:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'psnr_ssim.png'), dpi=110)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for r in rows:
+    path = os.path.join(r['workdirs'][0], 'metrics.jsonl')
+    if os.path.isfile(path):
+      with open(path) as f:
+        vals = [x for x in map(json.loads, f) if x.get('split') == 'validation']
+      if vals:
+        ax.plot([v['step'] for v in vals], [v['psnr'] for v in vals], marker='o', label=r['member'])
+  ax.set_xlabel('training step')
+  ax.set_ylabel('validation PSNR (dB)')
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'validation_psnr.png'), dpi=110)
+  plt.close(fig)
+
+  strips, labels = [], []
+  for r in rows:
+    path = os.path.join(r['workdirs'][0], 'test_samples.npz')
+    if os.path.isfile(path):
+      with np.load(path) as z:
+        if not strips:
+          strips.append(z['images'][:n_images] / 255.0)
+          labels.append('original')
+        strips.append(z['reconstructions'][:n_images])
+        labels.append(r['member'])
+  for k, images in pca_images.items():
+    strips.append(images[:n_images])
+    labels.append(f'PCA ({k})')
+  if strips:
+    n = min(len(s) for s in strips)
+    fig, axes = plt.subplots(len(strips), n, figsize=(1.1 * n + 1.6, 1.1 * len(strips)),
+                             squeeze=False)
+    for i, (strip, label) in enumerate(zip(strips, labels)):
+      for j in range(n):
+        im = np.clip(strip[j], 0, 1)
+        axes[i, j].imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray', vmin=0, vmax=1)
+        axes[i, j].set_xticks([])
+        axes[i, j].set_yticks([])
+      axes[i, 0].set_ylabel(label, rotation=0, ha='right', va='center', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, 'reconstructions.png'), dpi=110)
+    plt.close(fig)
