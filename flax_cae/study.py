@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from flax_cae import baselines, errors, train, writers
+from flax_cae import baselines, errors, models, train, writers
 from flax_cae.data import pipeline
 from flax_cae.errors import ConfigError
 
@@ -104,9 +104,9 @@ def plan(config):
   with config.unlocked():
     del config['study']
   base = config
+  names = _check_study(study, base)
   if study.data:
     base.data.update(STUDY_DATA[study.data])
-  names = _check_study(study, base)
   members = []
   for name in names:
     overrides = study.members[name]
@@ -116,6 +116,8 @@ def plan(config):
     c = copy.deepcopy(base)
     _update(c, overrides, f'study.members.{name}')
     train.validate(c, 1)
+    # The model's own checks (widths per stage, skips) need no data: the shape is a stand-in.
+    models.build_model(c.model, (32, 32, c.data.get('channels', 3)))
     members.append((name, [_with_seed(c, c.seed + s) for s in range(study.num_seeds)]))
   return base, study, members
 

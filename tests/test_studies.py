@@ -124,7 +124,8 @@ def test_s1_losses_study_with_seeds(tmp_path, cifar):
 
 def test_s1_architectures_study_marks_skips(tmp_path, cifar):
   workdir = str(tmp_path / 'arch')
-  rc, log = launch(tiny(cifar, workdir, 's1_architectures'))
+  # Each model with its own widths (BaseCAE has three stages, the others four).
+  rc, log = launch(tiny(cifar, workdir, 's1_architectures', **{'model.widths': '()'}))
   assert rc == 0, log[-4000:]
   names = ['base', 'improved', 'improved_skip', 'improved_skip_134', 'improved_res_interp',
            'improved_res_conv']
@@ -133,6 +134,7 @@ def test_s1_architectures_study_marks_skips(tmp_path, cifar):
   for name in ('improved_skip', 'improved_skip_134'):
     assert 'not a compression' in by_name[name]['note']
     assert float(by_name[name]['compression_ratio']) < 1
+  assert rows[0]['parameters'] != rows[1]['parameters']  # base and improved really differ
   for name in ('base', 'improved', 'improved_res_interp', 'improved_res_conv'):
     assert by_name[name]['bottleneck_floats'] == '16' and by_name[name]['note'] == ''
   assert int(by_name['improved_res_conv']['parameters']) > int(by_name['improved']['parameters'])
@@ -143,7 +145,7 @@ def test_s1_architectures_study_marks_skips(tmp_path, cifar):
 
 def test_interrupted_study_resumes_without_retraining(tmp_path, cifar):
   workdir = str(tmp_path / 'resume')
-  flags = tiny(cifar, workdir, 's1_losses', **{'study.only': 'mse,l1', 'num_epochs': 4})
+  flags = tiny(cifar, workdir, 's1_losses', **{'study.only': 'mse,l1', 'num_epochs': 20})
   log_path = str(tmp_path / 'first.log')
   with open(log_path, 'w') as log:
     proc = subprocess.Popen([sys.executable, 'launch.py', *flags], cwd=ROOT, stdout=log,
@@ -180,6 +182,7 @@ BAD_STUDY_FLAGS = [
     ({'study.data': 'imagenet'}, 'valid study.data names are: cifar10, cinic10, mnist'),
     ({'study.tune_epochs': 5}, 'study.tune_epochs (5) is longer than training'),
     ({'study.members.adam.optimizer.learning_rate': -1.0}, 'learning_rate must be > 0'),
+    ({'model.widths': '(8, 8)'}, 'model.widths for improved_cae needs 4 entries'),
 ]
 
 
