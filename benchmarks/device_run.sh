@@ -15,6 +15,7 @@
 #   levers    throughput.py --variants: XLA's dilated transposed conv and the sub-pixel conv
 #             input gradient against the defaults (same function, other formulation)
 #   scaling   throughput.py --scaling over the devices present
+#   members   benchmarks/members.py: study members trained together (vmapped) vs one by one
 #
 # On this workplace's lent GPU machines (no registry there), run benchmarks/device_wheels.sh
 # here first and carry .whl: the wheels are installed into /tmp/site. Results go to $OUT
@@ -51,6 +52,7 @@ if [ "${SIZE:-full}" = tiny ]; then
   EPOCHS=1
   TESTS=(tests/test_models.py -k equals_the_dilated_reference)
   LEVERS=()
+  MEM=(--models=base_cae --members=2 --batch=8 --steps=2 --rounds=1 --n=64)
 else
   # 160 steps a round: ten 16-step calls on a GPU, long enough to time.
   TP=(--batch_sizes=64,256 --steps=160 --rounds=5 --epoch_images=50000)
@@ -58,6 +60,7 @@ else
   EPOCHS=3
   TESTS=(tests/test_models.py tests/test_losses_metrics_optim.py)
   LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
+  MEM=(--models=improved_cae,base_cae --members=2,4,8 --batch=256 --steps=32 --rounds=3)
 fi
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
@@ -96,7 +99,8 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
               --variants=default,model.transposed_conv=dilated,model.conv_input_grad=subpixel ;;
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling)" \
+    members) stage members "$PY" benchmarks/members.py "${MEM[@]}" --out="$R/${BACKEND}_members" ;;
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

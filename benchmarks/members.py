@@ -25,9 +25,8 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-import machine
 from configs import s1
-from flax_cae import models, train
+from flax_cae import machine, models, train
 from flax_cae.data import pipeline
 
 

@@ -22,10 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(ROOT / 'benchmarks'))
-import machine  # pylint: disable=g-import-not-at-top
 from configs import s1  # pylint: disable=g-import-not-at-top
-from flax_cae import models, train
+from flax_cae import machine, models, train
 from flax_cae.data import pipeline
 
 

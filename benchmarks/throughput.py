@@ -42,9 +42,8 @@ import flax  # pylint: disable=g-import-not-at-top
 import jax
 import numpy as np
 
-import machine
 from configs import s1
-from flax_cae import host_memory, models, train
+from flax_cae import host_memory, machine, models, train
 from flax_cae.data import pipeline
 
 # Dense peak FLOP/s by compute dtype (vendor data sheets; float32 as TF32, which JAX's

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from flax_cae import baselines, errors, models, train, writers
+from flax_cae import baselines, errors, machine, models, train, writers
 from flax_cae.data import pipeline
 from flax_cae.errors import ConfigError
 
@@ -128,6 +128,42 @@ def _with_seed(config, seed):
   return c
 
 
+# What may differ between a member's saved config and the study's plan on resume: cadence,
+# evaluation batch, where the data lives. Anything else changes what the member is.
+MAY_CHANGE = ('log_every_seconds', 'eval_batch_size', 'num_sample_images', 'keep_checkpoints',
+              'eval_every_epochs', 'checkpoint_every_epochs', 'steps_per_call',
+              'cpu_convolutions', 'cpu_malloc', 'data.data_dir', 'data.source_dir',
+              'data.download', 'data.device_memory_limit_mb')
+
+
+def _flat(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = json.loads(json.dumps(v, default=str))
+  return out
+
+
+def check_not_changed(jobs):
+  """A member workdir already holding a run of other settings is refused (before anything
+  is trained), naming the keys: a study never mixes members of two settings."""
+  for key, member_dir, config in jobs:
+    path = os.path.join(member_dir, 'config.json')
+    if not os.path.isfile(path):
+      continue
+    with open(path) as f:
+      saved = _flat(json.load(f))
+    now = _flat(json.loads(config.to_json_best_effort()))
+    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if k not in MAY_CHANGE and saved.get(k) != now.get(k)}
+    if diff:
+      raise ConfigError(
+          f'study member {key!r} in {member_dir!r} was trained with other settings (saved vs '
+          f'now: {diff}); use a new --workdir, or the settings that study was run with.')
+
+
 def _done(workdir) -> dict | None:
   path = os.path.join(workdir, 'results.json')
   if os.path.isfile(path):
@@ -167,6 +203,7 @@ def train_jobs(jobs, workdir: str, splits, together: bool, group_name: str) -> d
   """Trains jobs [(key, member workdir, config)] that are not finished yet (one by one,
   or together in groups); returns {key: results}. A member that diverges is recorded as
   such (its results.json says at which step) and the others go on."""
+  check_not_changed(jobs)
   results = {key: r for key, d, _ in jobs if (r := _done(d)) is not None}
   todo = [job for job in jobs if job[0] not in results]
   groups = _groups(todo) if together else [[job] for job in todo]
@@ -269,7 +306,7 @@ def run_study(config, workdir: str) -> dict:
   input_floats = int(np.prod(splits['train'].image_shape))
   pca_rows, pca_images = pca_baseline(splits, rows, input_floats, study.num_grid_images)
   if writers.is_writer():
-    write_tables(workdir, study, rows, pca_rows, base)
+    write_tables(workdir, study, rows, pca_rows, base, splits)
     write_figures(workdir, rows, pca_rows, pca_images, study.num_grid_images)
   logging.info('Study written to %s (study.md, study.csv, *.png).', workdir)
   return {'rows': rows, 'pca': pca_rows}
@@ -349,6 +386,10 @@ def _fmt(v, digits=2):
   return str(v)
 
 
+def _fmt_int(v):
+  return '–' if v is None else f'{int(v):,}'
+
+
 def _pm(row, key, digits):
   mean, std = row.get(key), row.get(f'{key}_std')
   if row.get('seeds', 1) > 1 and std is not None and not math.isnan(std):
@@ -356,7 +397,7 @@ def _pm(row, key, digits):
   return _fmt(mean, digits)
 
 
-def write_tables(workdir, study, rows, pca_rows, base):
+def write_tables(workdir, study, rows, pca_rows, base, splits):
   with open(os.path.join(workdir, 'study.csv'), 'w', newline='') as f:
     w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction='ignore')
     w.writeheader()
@@ -365,12 +406,14 @@ def write_tables(workdir, study, rows, pca_rows, base):
   header = ('| member | test PSNR (dB) | test SSIM | test MSE | final val. loss | bottleneck floats '
             '| compression | parameters | train time (s) | images/s | learning rate | note |')
   lines = [f'# Study: {study.name}', '',
-           f'Data: {base.data.name} {list(rows[0].get("image_shape") or [])}. Shared by every member '
+           f'Data: {base.data.name}, {"x".join(map(str, splits["train"].image_shape))}: '
+           f'{splits["train"].n:,} train / {splits["validation"].n:,} validation / '
+           f'{splits["test"].n:,} test images. Shared by every member '
            f'unless it overrides them: model {base.model.name} (latent {base.model.latent_dim}), '
            f'loss {base.loss.name}, optimizer {base.optimizer.name} '
            f'(learning rate {base.optimizer.learning_rate:g}), batch {base.batch_size}, '
            f'{base.num_epochs} epochs. {study.num_seeds} seed(s) per member (mean ± sample std '
-           f'over seeds). Device: {jax.devices()[0].device_kind} ({jax.default_backend()}).', '',
+           f'over seeds). Device: {machine.device()}.', '',
            header, '|' + '---|' * 12]
   for r in rows + pca_rows:
     lr = r.get('learning_rate')
@@ -379,7 +422,7 @@ def write_tables(workdir, study, rows, pca_rows, base):
     lines.append('| ' + ' | '.join([
         r['member'], _pm(r, 'test_psnr', 2), _pm(r, 'test_ssim', 4), _pm(r, 'test_mse', 5),
         _fmt(r.get('final_validation_loss'), 5), _fmt(r.get('bottleneck_floats')),
-        '–' if not ratio else f'{ratio:.2f}x', _fmt(r.get('parameters')),
+        '–' if not ratio else f'{ratio:.2f}x', _fmt_int(r.get('parameters')),
         _fmt(r.get('train_seconds'), 0), _fmt(r.get('images_per_second'), 0), lr_text,
         r.get('note', '')]) + ' |')
   lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SSIM: dm-pix (11-tap Gaussian, '

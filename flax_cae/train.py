@@ -92,10 +92,6 @@ class TrainState:
 MEMBER_NUMBERS = ('seed', 'optimizer.learning_rate', 'loss.alpha', 'loss.beta', 'loss.ssim_weight')
 
 
-def to_float(images_u8):
-  return tasks.to_float(images_u8)
-
-
 class Trainer:
   """The compiled functions of one run: init, train chunk, eval batch, reconstruct.
 
@@ -143,11 +139,11 @@ class Trainer:
       self._compiled[key] = jax.jit(fn, compiler_options=self.compiler_options, **kwargs)
     return self._compiled[key]
 
-  def learning_rates(self, state: TrainState, step: int) -> float | list[float]:
-    """The rate of the last update applied before `step` (per member for members)."""
+  def learning_rates(self, step: int) -> list[float]:
+    """The rate of the last update applied before `step`, per member (one for a run)."""
     rate = float(self.schedule(max(step - 1, 0)))
     if self.members is None:
-      return rate
+      return [rate]
     return [rate / self.config.optimizer.learning_rate * float(lr)
             for lr in self.members['learning_rate']]
 
@@ -206,13 +202,12 @@ class Trainer:
     for members)."""
     b = self.config.batch_size
     if on_device:
-      def chunk(state, perm, images, offset, numbers):
+      def chunk(state, images, perm, offset, numbers):
         return self._run_steps(k, state, lambda j: pipeline.device_batch(
             images, perm, offset + j, b, self.data_sharding), numbers)
-      fn = self._vmapped(chunk, (0, 0, None, None))
-      return self._jit(('train', k, True), lambda state, images, perm, offset: fn(
-          state, perm, images, offset), in_shardings=(self.rep, self.data_sharding, self.rep, None),
-          out_shardings=(self.rep, self.rep), donate_argnums=0)
+      return self._jit(('train', k, True), self._vmapped(chunk, (0, None, 0, None)),
+                       in_shardings=(self.rep, self.data_sharding, self.rep, None),
+                       out_shardings=(self.rep, self.rep), donate_argnums=0)
     if self.members is not None:
       raise ConfigError('members trained together need their data on the devices.')
 
@@ -636,8 +631,7 @@ def log_train(run: Run):
   losses = check_finite(run)
   now = time.time()
   rate = (run.step - run.log_start) * run.config.batch_size / max(now - run.last_log, 1e-9)
-  rates = run.trainer.learning_rates(run.state, run.step)
-  rates = rates if isinstance(rates, list) else [rates]
+  rates = run.trainer.learning_rates(run.step)
   logging.info('epoch %d/%d step %d/%d loss %s lr %s %.0f img/s, %s left',
                (run.step - 1) // run.steps_per_epoch + 1, run.config.num_epochs, run.step,
                run.total_steps, ' '.join(f'{l:.5f}' for l in losses),

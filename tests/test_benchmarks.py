@@ -92,12 +92,13 @@ def test_device_run_script_runs_every_stage(tmp_path):
   runs and leaves its tables; a stage it does not know fails the run, the others still run."""
   out = tmp_path / 'out'
   proc = subprocess.run(
-      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'nope'],
+      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
+       'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
-  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers'):
+  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -106,8 +107,11 @@ def test_device_run_script_runs_every_stage(tmp_path):
     rows = json.load(tar.extractfile('./cpu_float32.json'))['rows']
     levers = json.load(tar.extractfile('./cpu_levers.json'))['rows']
   assert {'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
-          'smoke_tests.log'} <= names
+          'smoke_tests.log', 'cpu_members.md', 'cpu_members.json'} <= names
   assert [r['model'] for r in rows] == ['base_cae'] and rows[0]['epoch_s'] > 0
   assert [r['variant'] for r in levers] == [
       'default', 'model.transposed_conv=dilated', 'model.conv_input_grad=subpixel']
   assert '| data | steps per call |' in summary and (out / 'run.log').stat().st_size > 0
+  # Every table names the CPU and its vector extensions (ratios move with them).
+  assert summary.count('vector extensions: ') >= 3, summary
+  assert '| base_cae | 2 |' in summary  # members together vs one by one

@@ -172,6 +172,12 @@ def test_interrupted_study_resumes_without_retraining(tmp_path, cifar):
   assert 'Resumed from the checkpoint at step' in log  # l1 went on from its checkpoint
   assert_study(workdir, ['mse', 'l1'])
 
+  # The same workdir under other settings is refused, naming the key; nothing is retrained.
+  rc, log = launch(flags + ['--config.num_epochs=21'])
+  lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
+  assert rc == 2 and len(lines) == 1 and "'num_epochs': (20, 21)" in lines[0], log[-2000:]
+  assert (open(first_results).read(), os.stat(first_results).st_mtime_ns) == before
+
 
 BAD_STUDY_FLAGS = [
     ({'study.num_seeds': 0}, 'study.num_seeds must be a positive integer'),

@@ -1,6 +1,6 @@
-"""What every benchmark header names: the device, and for CPUs the model and the vector
-extensions (ratios against PyTorch move with them: oneDNN gains more from AVX-512 than
-XLA's CPU backend does, PERF_NOTES.md)."""
+"""The machine a number was measured on: the device, and for CPUs the model and the vector
+extensions. Every benchmark header and study table names it (speed ratios against PyTorch
+move with them: oneDNN gains more from AVX-512 than XLA's CPU backend does, PERF_NOTES.md)."""
 
 import datetime
 import platform
@@ -35,6 +35,14 @@ def cpu() -> str:
 def commit() -> str:
   return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
                         text=True).stdout.strip() or 'unknown'
+
+
+def device() -> str:
+  """'1 x NVIDIA H100 80GB HBM3 (gpu)', or for the CPU backend the CPU itself."""
+  dev = jax.devices()[0]
+  if jax.default_backend() == 'cpu':
+    return f'CPU ({cpu()})'
+  return f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()})'
 
 
 def describe() -> str:
