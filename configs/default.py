@@ -60,7 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.cpu_malloc = 'keep'         # keep | system: on CPU, keep freed host memory (launch.py sets it)
   c.eval_every_epochs = 10
   c.checkpoint_every_epochs = 10
-  c.keep_checkpoints = 2        # latest k, plus the best by validation PSNR
+  c.keep_checkpoints = 2        # latest k, plus the best by selection_metric
+  # The validation metric that picks the kept checkpoint (and the reported numbers):
+  # loss | mse | l1 | psnr | ssim; '' = the one early stopping watches.
+  c.selection_metric = ''
   c.early_stopping = ml_collections.ConfigDict(dict(
       metric='psnr',            # loss | mse | l1 | psnr | ssim (validation)
       patience=0,               # evaluations without improvement; 0 = off

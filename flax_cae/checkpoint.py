@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the train state: keep the latest k *and* the best by validation PSNR.
+"""Orbax checkpoints of the train state: keep the latest k *and* the best by the validation
+selection metric (train.py: `selection_metric`, PSNR unless configured otherwise).
 
 A best-only policy (orbax's `max_to_keep` with `best_fn`) may delete the newest
 checkpoint, which a resumed run needs; we combine two preservation policies instead.
@@ -27,7 +28,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
-BEST_METRIC = 'psnr'  # validation PSNR in dB, higher is better
+# The name under which each checkpoint stores its validation score(s) for best-keeping:
+# the selection metric signed so that higher is better (train.py). Checkpoints written
+# before the selection metric existed stored validation PSNR as 'psnr'.
+SCORE = 'score'
+LEGACY_SCORE = 'psnr'
 
 
 class _OrbaxInfoFilter(py_logging.Filter):
@@ -46,9 +51,10 @@ def quiet_orbax():
 def _scores(metrics) -> list[float] | None:
   """The per-member validation scores a checkpoint was saved with (one number for a single
   run, a list for members trained together); NaN (a diverged member) ranks last."""
-  if not metrics or BEST_METRIC not in metrics:
+  key = SCORE if metrics and SCORE in metrics else LEGACY_SCORE
+  if not metrics or key not in metrics:
     return None
-  values = metrics[BEST_METRIC]
+  values = metrics[key]
   values = values if isinstance(values, (list, tuple)) else [values]
   return [v if v == v else -float('inf') for v in map(float, values)]
 
@@ -100,8 +106,8 @@ class Checkpoints:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None):
-    """Saves at `step`; `metrics` (validation 'psnr', a list with one value per member
-    trained together) ranks it for best-keeping."""
+    """Saves at `step`; `metrics` ({'score': the signed validation selection metric, a list
+    with one value per member trained together}) ranks it for best-keeping."""
     self.manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),

@@ -156,8 +156,9 @@ def check_not_changed(jobs):
     with open(path) as f:
       saved = _flat(json.load(f))
     now = _flat(json.loads(config.to_json_best_effort()))
-    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-            if k not in MAY_CHANGE and saved.get(k) != now.get(k)}
+    # Fields the saved run lacks came later, and it ran with their defaults.
+    diff = {k: (saved[k], now.get(k)) for k in sorted(saved)
+            if k not in MAY_CHANGE and saved[k] != now.get(k)}
     if diff:
       raise ConfigError(
           f'study member {key!r} in {member_dir!r} was trained with other settings (saved vs '
@@ -427,7 +428,7 @@ def write_tables(workdir, study, rows, pca_rows, base, splits):
         r.get('note', '')]) + ' |')
   lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SSIM: dm-pix (11-tap Gaussian, '
             'sigma 1.5, valid filtering), mean of per-image values; both on the test split with '
-            "each member's best checkpoint by validation PSNR. PCA rows: the optimal linear code "
+            f"each member's best checkpoint by validation {train.selection_metric(base)}. PCA rows: the optimal linear code "
             'with as many floats as the bottleneck above it, fitted on the training split, '
             'scored on the same test images. "not a compression": the decoder receives at least '
             'as many floats as the image holds.', '']

@@ -26,11 +26,11 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from flax_cae import errors, host_memory, optim, tasks, writers
+from flax_cae import errors, host_memory, optim, streams, tasks, writers
 from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
 from flax_cae import models as models_lib
-from flax_cae.checkpoint import BEST_METRIC, Checkpoints
+from flax_cae.checkpoint import SCORE, Checkpoints
 from flax_cae.data import pipeline, sources
 from flax_cae.errors import ConfigError
 
@@ -85,6 +85,11 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+
+
+def _eval_key():
+  """Evaluation's stream: seed 0, the same at every evaluation, resume and run."""
+  return streams.key(0, 'noise', 0)
 
 
 # The numbers in which members trained together (jax.vmap over a member axis) may differ;
@@ -154,7 +159,7 @@ class Trainer:
 
     def init(numbers):
       # The key is made inside the compiled function: nothing crosses processes.
-      key = jax.random.fold_in(jax.random.key(numbers['seed']), -1 % 2**31)
+      key = streams.key(numbers['seed'], 'init')
       variables = self.model.init({'params': key, 'dropout': key}, jnp.zeros((1, *shape)))
       params = variables['params']
       opt_state = self.tx.init(params)
@@ -170,7 +175,7 @@ class Trainer:
 
   def _train_step(self, state: TrainState, images_u8, numbers):
     # Dropout noise is a function of (seed, step): exact after a resume.
-    rng = jax.random.fold_in(jax.random.key(numbers['seed']), state.step)
+    rng = streams.key(numbers['seed'], 'dropout', state.step)
     inputs, targets = self.task.pair(images_u8, rng)
     weights = {k: numbers[k] for k in self.task.default_weights}
 
@@ -223,8 +228,7 @@ class Trainer:
     return self.model.apply(variables, inputs, train=False)
 
   def _eval_sums(self, state, images_u8, mask, numbers):
-    # Evaluation draws from a fixed stream, the same at every evaluation and resume.
-    inputs, targets = self.task.pair(images_u8, jax.random.key(0))
+    inputs, targets = self.task.pair(images_u8, _eval_key())
     out = self._outputs(state, inputs)
     per_image = self.task.metrics(out, targets)
     weights = {k: numbers[k] for k in self.task.default_weights}
@@ -277,7 +281,7 @@ class Trainer:
     same on every process)."""
     def fn(state, x, numbers):
       del numbers
-      return self._outputs(state, self.task.pair(x, jax.random.key(0))[0])['reconstruction']
+      return self._outputs(state, self.task.pair(x, _eval_key())[0])['reconstruction']
     recon = self._jit('reconstruct', self._vmapped(fn, (0, None)),
                       in_shardings=(self.rep, self.rep), out_shardings=self.rep)
     x = pipeline.to_global(images_u8, self.rep, images_u8.shape)
@@ -323,6 +327,13 @@ def validate(config, n_devices: int):
   metric = config.early_stopping.metric
   if metric not in MINIMIZED + ('psnr', 'ssim'):
     raise errors.unknown_name('early-stopping metric', metric, MINIMIZED + ('psnr', 'ssim'))
+  selection = config.get('selection_metric', '')
+  if selection and selection not in MINIMIZED + ('psnr', 'ssim'):
+    raise errors.unknown_name('selection_metric', selection, MINIMIZED + ('psnr', 'ssim'))
+  patience = config.early_stopping.patience
+  if not isinstance(patience, int) or patience < 0:
+    raise ConfigError(f'early_stopping.patience must be an integer >= 0 (0 = off), got '
+                      f'{patience!r}.')
   if config.data.name not in sources.dataset_names():
     raise errors.unknown_name('data set', config.data.name, sources.dataset_names())
 
@@ -442,7 +453,13 @@ class Run:
 
 
 # Per-member entries of the checkpoint record; a list with one entry per member.
-_PER_MEMBER = ('best_step', 'best_psnr', 'best_es', 'bad_evals', 'diverged_at')
+_PER_MEMBER = ('best_step', 'best_score', 'best_es', 'bad_evals', 'diverged_at')
+
+
+def selection_metric(config) -> str:
+  """The validation metric that picks the kept (and reported) checkpoint: the configured
+  one, else the one early stopping watches (PSNR by default)."""
+  return config.get('selection_metric', '') or config.early_stopping.metric
 
 
 def _new_meta(n: int) -> dict:
@@ -486,6 +503,17 @@ def create_run(config, workdir: str, splits: dict | None = None,
   if members is not None and not train.on_device:
     raise ConfigError('members trained together need the training split on the devices; '
                       'raise --config.data.device_memory_limit_mb or train them one by one.')
+  if not splits['validation'].n:
+    if not splits['test'].n:
+      raise ConfigError(f'{config.data.name} has neither a validation nor a test split here, so '
+                        'nothing could be evaluated; set --config.data.validation_size or '
+                        '--config.data.test_size to a number of images.')
+    if config.early_stopping.patience or config.get('selection_metric'):
+      raise ConfigError(
+          f'{"early stopping" if config.early_stopping.patience else "choosing the best checkpoint"} '
+          f'needs a validation split, and {config.data.name} has none here; set '
+          '--config.data.validation_size to a number of images, or turn it off '
+          '(--config.early_stopping.patience=0, --config.selection_metric=).')
   model = models_lib.build_model(config.model, train.image_shape)
   bneck = models_lib.bottleneck(model)
   steps_per_epoch = train.n // config.batch_size
@@ -532,6 +560,8 @@ def create_run(config, workdir: str, splits: dict | None = None,
   restored = ckpts.restore_latest(state, check)
   if restored is not None:
     step, state, saved = restored
+    if 'best_psnr' in saved:  # written before the selection metric: PSNR, higher is better
+      saved['best_score'] = saved.pop('best_psnr')
     for k in _PER_MEMBER:  # checkpoints of single runs written before members existed
       if not isinstance(saved.get(k), list):
         saved[k] = [saved.get(k, 0 if k == 'bad_evals' else None)]
@@ -645,47 +675,47 @@ def log_train(run: Run):
 
 def evaluate_and_save(run: Run, epoch: int):
   """Validation metrics and a picture per member, early-stopping bookkeeping; a checkpoint
-  when one is due, when a member's model is its best so far (so it is kept), or when
-  training stops."""
+  when one is due, when a member's model is its best so far by the selection metric (so it
+  is kept), or when training stops. Without a validation split: only the checkpoint."""
   config, meta, step = run.config, run.meta, run.step
-  vals = run.trainer.evaluate(run.state, run.splits['validation'])
-  sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
-  recons = run.trainer.reconstruct(run.state, sample)
-  es_metric = config.early_stopping.metric
-  es_sign = -1.0 if es_metric in MINIMIZED else 1.0
-  improved = False
-  for m, (member, val) in enumerate(zip(run.members, vals)):
-    member.writer.write(step, 'validation', val)
-    logging.info('epoch %d step %d validation%s: %s', epoch, step,
-                 f' ({member.name})' if run.grouped else '',
-                 ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
-    grid = writers.reconstruction_grid(sample / 255.0, recons[m])
-    if writers.is_writer():
-      writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{step:08d}.png'),
-                       grid)
-      member.writer.image(step, 'validation/reconstructions', grid)
-    if meta['diverged_at'][m] is not None:
-      continue
-    score = es_sign * val[es_metric]
-    if meta['best_es'][m] is None or score > meta['best_es'][m] + config.early_stopping.min_delta:
-      meta['best_es'][m], meta['bad_evals'][m] = score, 0
-    else:
-      meta['bad_evals'][m] += 1
-    if meta['best_psnr'][m] is None or val[BEST_METRIC] > meta['best_psnr'][m]:
-      meta['best_psnr'][m], meta['best_step'][m] = val[BEST_METRIC], step
-      improved = True
-  patience = config.early_stopping.patience
-  if patience and meta['bad_evals'][0] >= patience:
-    meta['stopped_early'] = True
-    logging.info('Early stopping at epoch %d: validation %s did not improve for %d evals.',
-                 epoch, es_metric, patience)
+  improved, scores = False, None
+  if run.splits['validation'].n:
+    vals = run.trainer.evaluate(run.state, run.splits['validation'])
+    sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
+    recons = run.trainer.reconstruct(run.state, sample)
+    es_metric, selection = config.early_stopping.metric, selection_metric(config)
+    scores = [(-1.0 if selection in MINIMIZED else 1.0) * v[selection] if d is None
+              else float('nan') for v, d in zip(vals, meta['diverged_at'])]
+    for m, (member, val) in enumerate(zip(run.members, vals)):
+      member.writer.write(step, 'validation', val)
+      logging.info('epoch %d step %d validation%s: %s', epoch, step,
+                   f' ({member.name})' if run.grouped else '',
+                   ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
+      grid = writers.reconstruction_grid(sample / 255.0, recons[m])
+      if writers.is_writer():
+        writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{step:08d}.png'),
+                         grid)
+        member.writer.image(step, 'validation/reconstructions', grid)
+      if meta['diverged_at'][m] is not None:
+        continue
+      es_score = (-1.0 if es_metric in MINIMIZED else 1.0) * val[es_metric]
+      if meta['best_es'][m] is None or es_score > meta['best_es'][m] + config.early_stopping.min_delta:
+        meta['best_es'][m], meta['bad_evals'][m] = es_score, 0
+      else:
+        meta['bad_evals'][m] += 1
+      if meta['best_score'][m] is None or scores[m] > meta['best_score'][m]:
+        meta['best_score'][m], meta['best_step'][m] = scores[m], step
+        improved = True
+    patience = config.early_stopping.patience
+    if patience and meta['bad_evals'][0] >= patience:
+      meta['stopped_early'] = True
+      logging.info('Early stopping at epoch %d: validation %s did not improve for %d evals.',
+                   epoch, es_metric, patience)
   meta['epoch'] = epoch
   if (improved or epoch % config.checkpoint_every_epochs == 0 or step == run.total_steps
       or meta['stopped_early']):
-    scores = [v[BEST_METRIC] if d is None else float('nan')
-              for v, d in zip(vals, meta['diverged_at'])]
-    run.ckpts.save(step, run.state, meta,
-                   metrics={BEST_METRIC: scores if run.grouped else scores[0]})
+    run.ckpts.save(step, run.state, meta, metrics=None if scores is None else {
+        SCORE: scores if run.grouped else scores[0]})
 
 
 def save_on_stop(run: Run) -> dict:
@@ -736,19 +766,26 @@ def train_epochs(run: Run, stop) -> dict | None:
 
 
 def finish(run: Run) -> list[dict]:
-  """Test and validation metrics of each member's best checkpoint by validation PSNR;
-  writes each member's results.json and results.md and returns them."""
+  """Test and validation metrics of each member's kept model (its best checkpoint by the
+  selection metric; the last model where there is no validation split); writes each
+  member's results.json and results.md and returns them. Without a test split, the
+  validation numbers are the reported ones (results say which)."""
   config, meta, train = run.config, run.meta, run.splits['train']
-  evaluated = {}  # best step -> (test, validation, reconstructions) of every member there
-  test_sample = run.trainer.sample_images(run.splits['test'], config.num_sample_images)
+  has_val, has_test = run.splits['validation'].n > 0, run.splits['test'].n > 0
+  shown = run.splits['test' if has_test else 'validation']
+  evaluated = {}  # kept step -> (test, validation, reconstructions) of every member there
+  sample = run.trainer.sample_images(shown, config.num_sample_images)
   results = []
   for m, member in enumerate(run.members):
     c = member.config
+    kept = meta['best_step'][m] if has_val else run.step
     result = {
         'model': c.model.name, 'data': c.data.name, 'loss': c.loss.name,
         'optimizer': c.optimizer.name, 'learning_rate': c.optimizer.learning_rate,
-        'seed': c.seed, 'image_shape': list(train.image_shape), 'eval_split': 'test',
-        'best_step': meta['best_step'][m], 'total_steps': run.total_steps,
+        'seed': c.seed, 'image_shape': list(train.image_shape),
+        'eval_split': 'test' if has_test else 'validation',
+        'selection_metric': selection_metric(config) if has_val else None,
+        'best_step': kept, 'total_steps': run.total_steps,
         'stopped_early': meta['stopped_early'], 'diverged_at_step': meta['diverged_at'][m],
         'bottleneck_floats': run.bneck['floats'], 'bottleneck_parts': run.bneck['parts'],
         'input_floats': run.bneck['input_floats'],
@@ -759,25 +796,30 @@ def finish(run: Run) -> list[dict]:
         'backend': jax.default_backend(), 'model_options': models_lib.model_options(run.model),
         'members_trained_together': len(run.members) if run.grouped else 1,
     }
-    best = meta['best_step'][m]
-    if meta['diverged_at'][m] is None and best is not None:
-      if best not in evaluated:
+    if meta['diverged_at'][m] is None and kept is not None:
+      if kept not in evaluated:
         state = run.state
-        if best != run.step:
-          state, _ = run.ckpts.restore(best, run.state)
-        evaluated[best] = (run.trainer.evaluate(state, run.splits['test']),
-                           run.trainer.evaluate(state, run.splits['validation']),
-                           run.trainer.reconstruct(state, test_sample))
-      test, val, recon = (x[m] for x in evaluated[best])
+        if kept != run.step:
+          state, _ = run.ckpts.restore(kept, run.state)
+        evaluated[kept] = tuple(
+            run.trainer.evaluate(state, run.splits[name]) if ok else [None] * len(run.members)
+            for name, ok in (('test', has_test), ('validation', has_val))
+        ) + (run.trainer.reconstruct(state, sample),)
+      test, val, recon = (x[m] for x in evaluated[kept])
       if writers.is_writer():  # the first test images and their reconstructions (studies' grids)
         np.savez_compressed(os.path.join(member.workdir, 'test_samples.npz'),
-                            images=test_sample, reconstructions=recon)
-      member.writer.write(best, 'test', test)
-      result.update({f'test_{k}': v for k, v in test.items() if k != 'count'})
-      result.update({f'validation_{k}': v for k, v in val.items() if k != 'count'})
-      logging.info('Test%s: PSNR %.2f dB, SSIM %.4f, MSE %.5f (best checkpoint, step %s).',
-                   f' ({member.name})' if run.grouped else '', test['psnr'], test['ssim'],
-                   test['mse'], best)
+                            images=sample, reconstructions=recon)
+      for name, values in (('test', test), ('validation', val)):
+        if values is not None:
+          result.update({f'{name}_{k}': v for k, v in values.items() if k != 'count'})
+      reported = test if has_test else val
+      if has_test:
+        member.writer.write(kept, 'test', test)
+      logging.info('%s%s: PSNR %.2f dB, SSIM %.4f, MSE %.5f (%s, step %s).',
+                   result['eval_split'].capitalize(), f' ({member.name})' if run.grouped else '',
+                   reported['psnr'], reported['ssim'], reported['mse'],
+                   f'best checkpoint by validation {selection_metric(config)}' if has_val
+                   else 'last model: no validation split', kept)
     writers.write_results(member.workdir, result)
     results.append(result)
   close(run)

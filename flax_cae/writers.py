@@ -85,9 +85,9 @@ def save_png(path: str, image: np.ndarray):
   Image.fromarray(image).save(path)
 
 
-RESULT_COLUMNS = (
-    ('model', 'model'), ('data', 'data'), ('loss', 'loss'), ('test MSE', 'test_mse'),
-    ('test PSNR (dB)', 'test_psnr'), ('test SSIM', 'test_ssim'),
+RESULT_COLUMNS = (  # 'SPLIT': the reported split (test, or validation where there is none)
+    ('model', 'model'), ('data', 'data'), ('loss', 'loss'), ('SPLIT MSE', 'SPLIT_mse'),
+    ('SPLIT PSNR (dB)', 'SPLIT_psnr'), ('SPLIT SSIM', 'SPLIT_ssim'),
     ('bottleneck floats', 'bottleneck_floats'), ('compression ratio', 'compression_ratio'),
     ('parameters', 'parameters'), ('training time (s)', 'train_seconds'),
     ('images/s', 'images_per_second'))
@@ -105,13 +105,19 @@ def write_results(workdir: str, results: dict):
       return f'{v:.4f}' if abs(v) < 10 else f'{v:.2f}'
     return str(v)
 
-  header = '| ' + ' | '.join(name for name, _ in RESULT_COLUMNS) + ' |'
+  split = results.get('eval_split', 'test')
+  header = '| ' + ' | '.join(name.replace('SPLIT', split) for name, _ in RESULT_COLUMNS) + ' |'
   rule = '|' + '---|' * len(RESULT_COLUMNS)
-  row = '| ' + ' | '.join(fmt(results.get(key, '')) for _, key in RESULT_COLUMNS) + ' |'
+  row = '| ' + ' | '.join(fmt(results.get(key.replace('SPLIT', split), ''))
+                          for _, key in RESULT_COLUMNS) + ' |'
+  metric = results.get('selection_metric')
+  kept = (f"the best checkpoint by validation {metric} (step {results.get('best_step')})"
+          if metric else f"the last model (step {results.get('best_step')}): no validation split")
   notes = (
       '\nPSNR is the mean of per-image PSNRs (pixel range 1.0); SSIM is dm-pix\'s '
       '(11-tap Gaussian, sigma 1.5, valid filtering), mean of per-image values. '
-      f"Metrics are on the {results.get('eval_split', 'test')} split with the best checkpoint "
-      f"(step {results.get('best_step')}).\n\n{results.get('bottleneck_text', '')}\n")
+      f'Metrics are on the {split} split'
+      f"{' (the data set has no test split here)' if split != 'test' else ''}, with {kept}."
+      f"\n\n{results.get('bottleneck_text', '')}\n")
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join([header, rule, row]) + '\n' + notes)

@@ -55,3 +55,15 @@ def test_vmapped_members_match_one_by_one(tmp_path, data_dir):
     assert os.path.isfile(tmp_path / 'together' / f'm{i}' / 'results.json')
   # The members really differ: different seeds and rates give different models.
   assert not np.allclose(together[0]['test_psnr'], together[2]['test_psnr'], atol=1e-6)
+
+
+def test_checkpoints_keep_each_members_best(tmp_path):
+  ckpts = Checkpoints(str(tmp_path / 'ckpt'), keep=1)
+  scores = {1: [10.0, 5.0], 2: [30.0, 6.0], 3: [12.0, 20.0], 4: [13.0, float('nan')],
+            5: [14.0, 7.0]}
+  for step, s in scores.items():
+    ckpts.save(step, {'w': np.full(2, step, np.float32)}, {'epoch': step}, metrics={'score': s})
+  ckpts.wait()
+  # Member 0's best (step 2), member 1's best (step 3; NaN ranks last), the latest (step 5).
+  assert ckpts.all_steps() == [2, 3, 5]
+  ckpts.close()

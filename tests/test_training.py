@@ -106,7 +106,7 @@ def test_final_results_use_the_best_checkpoint(tmp_path, data_dir):
   results = train.train_and_evaluate(
       tiny_config(data_dir, num_epochs=4, keep_checkpoints=1, **{
           'optimizer.learning_rate': 1e-3,
-          'optimizer.schedule.name': 'step', 'optimizer.schedule.decay_rate': 300.0,
+          'optimizer.schedule.name': 'step', 'optimizer.schedule.decay_rate': 3000.0,
           'optimizer.schedule.decay_epochs': (1,)}), workdir)
   val = read_metrics(workdir, 'validation')
   best = max(val, key=lambda r: r['psnr'])

@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from flax_cae import streams
 from flax_cae.data import sources
 
 DATA_AXIS = 'data'
@@ -62,8 +63,7 @@ def _permutation_fn(n: int, mesh: Mesh, members: bool = False):
   """Compiled once per (n, mesh), not once per epoch."""
 
   def perm(seed, epoch):  # the key is made inside: no host array crosses processes
-    key = jax.random.fold_in(jax.random.key(seed), epoch)
-    return jax.random.permutation(key, n).astype(jnp.int32)
+    return jax.random.permutation(streams.key(seed, 'data_order', epoch), n).astype(jnp.int32)
   if members:
     perm = jax.vmap(perm, in_axes=(0, None))
   return jax.jit(perm, out_shardings=replicated(mesh))
@@ -178,6 +178,9 @@ def prepare_kwargs(data_config) -> dict:
   return kw
 
 
+PREFETCH_THREAD = 'flax_cae_prefetch'
+
+
 class Prefetcher:
   """Reads host batches on a background thread, `depth` ahead of the training loop.
   `close()` stops the thread (a run that ends mid-epoch leaves no reader behind)."""
@@ -185,7 +188,8 @@ class Prefetcher:
   def __init__(self, make_batch, items, depth: int = 2):
     self._queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(make_batch, items), daemon=True)
+    self._thread = threading.Thread(target=self._run, args=(make_batch, items), daemon=True,
+                                    name=PREFETCH_THREAD)
     self._thread.start()
 
   def _put(self, item) -> bool:

@@ -1,0 +1,18 @@
+"""Named random streams: each use of randomness draws from its own stream of the run's seed.
+
+`key(seed, 'dropout', step)` is fold_in(fold_in(key(seed), id of 'dropout'), step): a
+function of (seed, stream, index) only, so a resumed run draws exactly the numbers an
+uninterrupted one would, and no two streams share a key (before, the dropout key of step
+s and the data order of epoch e were both fold_in(key(seed), .), equal whenever s = e).
+Later tasks add theirs here (a denoiser's noise, a VAE's samples).
+"""
+
+import jax
+
+# Stream ids: fixed forever (changing one changes every run's numbers).
+STREAMS = {'init': 0, 'data_order': 1, 'dropout': 2, 'noise': 3, 'sample': 4}
+
+
+def key(seed, stream: str, index=0) -> jax.Array:
+  """The key of draw `index` (a step, an epoch) of `stream`; traceable in seed and index."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STREAMS[stream]), index)
