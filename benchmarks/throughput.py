@@ -68,8 +68,6 @@ def variants() -> list[tuple[str, str, tuple[int, ...]]]:
   out = []
   for name in models.model_names():
     spec = models.MODELS[name]
-    if spec.encoder_residual:  # S1's residual tries: ImprovedCAE's speed, no PyTorch mirror
-      continue
     out.append((name, name, ()))
     if spec.allows_skips:
       out.append((f'{name}+skips', name, tuple(range(1, len(spec.widths) + 1))))
@@ -254,7 +252,8 @@ def run_table(args):
           timers = {'flax': r.pop('timer')}
           row = {'model': label, 'batch': batch, 'dtype': dtype, 'variant': variant,
                  **{k: v for k, v in r.items() if k not in ('model', 'flops_per_step', 'peak')}}
-          if torch_modes and dtype == 'float32':  # the papers' code trains in float32
+          # The papers' code trains in float32; S1's encoder-residual tries have no mirror.
+          if torch_modes and dtype == 'float32' and not models.MODELS[name].encoder_residual:
             if (label, batch) not in torch_timers:  # once per architecture and batch size
               torch_timers[label, batch] = bench_torch(label, r['model'], images[:args.n],
                                                        batch, torch_modes)

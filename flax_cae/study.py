@@ -128,24 +128,6 @@ def _with_seed(config, seed):
   return c
 
 
-# What may differ between a member's saved config and the study's plan on resume: cadence,
-# evaluation batch, where the data lives. Anything else changes what the member is.
-MAY_CHANGE = ('log_every_seconds', 'eval_batch_size', 'num_sample_images', 'keep_checkpoints',
-              'eval_every_epochs', 'checkpoint_every_epochs', 'steps_per_call',
-              'cpu_convolutions', 'cpu_malloc', 'data.data_dir', 'data.source_dir',
-              'data.download', 'data.device_memory_limit_mb')
-
-
-def _flat(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = json.loads(json.dumps(v, default=str))
-  return out
-
-
 def check_not_changed(jobs):
   """A member workdir already holding a run of other settings is refused (before anything
   is trained), naming the keys: a study never mixes members of two settings."""
@@ -154,11 +136,13 @@ def check_not_changed(jobs):
     if not os.path.isfile(path):
       continue
     with open(path) as f:
-      saved = _flat(json.load(f))
-    now = _flat(json.loads(config.to_json_best_effort()))
-    # Fields the saved run lacks came later, and it ran with their defaults.
+      saved = train.flat_config(json.load(f))
+    now = train.flat_config(config)
+    # Fields the saved run lacks came later, and it ran with their defaults. Unlike a single
+    # run, a finished member is not trained further: its epochs must match too.
+    may_change = set(train.MAY_CHANGE) - {'num_epochs'}
     diff = {k: (saved[k], now.get(k)) for k in sorted(saved)
-            if k not in MAY_CHANGE and saved[k] != now.get(k)}
+            if k not in may_change and saved[k] != now.get(k)}
     if diff:
       raise ConfigError(
           f'study member {key!r} in {member_dir!r} was trained with other settings (saved vs '

@@ -27,6 +27,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from flax_cae import errors, host_memory, optim, streams, tasks, writers
+from flax_cae import workdir as workdir_lib
 from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
 from flax_cae import models as models_lib
@@ -317,6 +318,22 @@ def validate(config, n_devices: int):
           f'choose a multiple of {n_devices} (e.g. --config.{key}={n_devices * max(1, config[key] // n_devices)}).')
   if config.steps_per_call < 0:
     raise ConfigError('steps_per_call must be >= 0 (0 picks the backend default).')
+  # Every numeric field, before any data is read or anything is written.
+  for key, low in (('eval_every_epochs', 1), ('checkpoint_every_epochs', 1),
+                   ('keep_checkpoints', 1), ('num_sample_images', 0)):
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ConfigError(f'{key} must be an integer >= {low}, got {value!r}; set '
+                        f'--config.{key}={max(low, 1)} or more.')
+  for key, value in (('log_every_seconds', config.get('log_every_seconds')),
+                     ('early_stopping.min_delta', config.early_stopping.get('min_delta'))):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+      raise ConfigError(f'{key} must be a number >= 0, got {value!r}.')
+  widths = tuple(config.model.get('widths') or ())
+  if any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths):
+    raise ConfigError(f'model.widths must be positive integers (channels per stage), got '
+                      f'{widths}; e.g. --config.model.widths="(16, 32, 64, 128)", or "()" for '
+                      "the model's own.")
   _cpu_convolution_options(config)
   host_memory.check_name(config.get('cpu_malloc', 'keep'))
   # Names and values that need no data: checked before anything is read or written.
@@ -446,6 +463,7 @@ class Run:
   timed_images: int = 0
   timed_seconds: float = 0.0
   first_call: bool = True
+  lock: Any = None
 
   @property
   def grouped(self) -> bool:
@@ -476,6 +494,61 @@ def _member_numbers(configs) -> dict:
              for k in weights}}
 
 
+# The workdir contract (README): what a resume may change. Everything else in the config
+# shapes the run's trajectory and must be what the workdir was trained with; num_epochs may
+# grow (not below what was trained, and not at all under a schedule that depends on it).
+MAY_CHANGE = ('log_every_seconds', 'eval_batch_size', 'num_sample_images', 'keep_checkpoints',
+              'eval_every_epochs', 'checkpoint_every_epochs', 'steps_per_call',
+              'cpu_convolutions', 'cpu_malloc', 'data.data_dir', 'data.source_dir',
+              'data.download', 'data.device_memory_limit_mb', 'num_epochs')
+# Schedules whose shape depends on the run's length.
+LENGTH_DEPENDENT_SCHEDULES = ('warmup_cosine',)
+
+
+def flat_config(config) -> dict:
+  """{'optimizer.learning_rate': 0.001, ...}: every leaf of a ConfigDict (or of its JSON,
+  as config.json holds it) as JSON values."""
+  def flat(d, prefix):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+    return out
+  return flat(config if isinstance(config, dict) else json.loads(config.to_json_best_effort()), '')
+
+
+def run_record(config) -> dict:
+  """What shapes a run's trajectory (saved with every checkpoint)."""
+  return {k: v for k, v in flat_config(config).items()
+          if k not in MAY_CHANGE and not k.startswith('study.')}
+
+
+def check_resume(saved_meta: dict, meta: dict, config, workdir: str):
+  """Refuses, in one sentence naming the keys, a resume under other settings."""
+  saved = saved_meta.get('run')
+  if saved is None:  # written before the record existed
+    return
+  now = meta['run']
+  # Fields the saved run lacks came later, and it ran with their defaults.
+  diff = {k: (saved[k], now.get(k)) for k in sorted(saved) if saved[k] != now.get(k)}
+  if diff:
+    raise ConfigError(
+        f'{workdir!r} holds a run with other settings (saved vs now: {diff}); a resume may '
+        'change only the number of epochs and the logging, evaluation and checkpoint cadence '
+        '(README: the workdir contract); use a new --workdir, or the saved settings.')
+  trained, before = saved_meta.get('epoch', 0), saved_meta.get('num_epochs')
+  if config.num_epochs < trained:
+    raise ConfigError(
+        f'{workdir!r} has already trained {trained} epochs, more than num_epochs='
+        f'{config.num_epochs}; set --config.num_epochs={before or trained} (or more), or use a '
+        'new --workdir.')
+  schedule = config.optimizer.schedule.name
+  if before is not None and config.num_epochs != before and schedule in LENGTH_DEPENDENT_SCHEDULES:
+    raise ConfigError(
+        f'{workdir!r} was trained for num_epochs={before} under the {schedule} schedule, whose '
+        f'shape depends on the run\'s length; num_epochs={config.num_epochs} would change the '
+        f'rates already used; keep --config.num_epochs={before}, or use a new --workdir.')
+
+
 def create_run(config, workdir: str, splits: dict | None = None,
                members: list[tuple[str, str, Any]] | None = None) -> Run:
   """Builds (or resumes) a run: checks the config, reads the data (unless `splits` are
@@ -496,8 +569,22 @@ def create_run(config, workdir: str, splits: dict | None = None,
       raise ConfigError('members trained together cannot stop early one by one; set '
                         '--config.early_stopping.patience=0 or train them one after another.')
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lib.Lock(workdir).__enter__()  # before anything is read or written
+  try:
+    run = _build_run(config, workdir, splits, members, numbers, mesh)
+  except BaseException:
+    lock.__exit__()
+    if created and not os.listdir(workdir):  # refused: leave no empty workdir behind
+      os.rmdir(workdir)
+    raise
+  run.lock = lock
+  return run
 
+
+def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
+  n_dev = mesh.devices.size
   splits = splits or load_data(config, mesh)
   train = splits['train']
   if members is not None and not train.on_device:
@@ -547,6 +634,8 @@ def create_run(config, workdir: str, splits: dict | None = None,
                               'batch_norm', 'skips')}}))
   if numbers is not None:
     meta['members'] = {k: v.tolist() for k, v in numbers.items()}
+  meta['run'] = run_record(config)
+  meta['num_epochs'] = config.num_epochs
 
   def check(saved_meta):
     for key in ('model', 'members'):
@@ -557,6 +646,8 @@ def create_run(config, workdir: str, splits: dict | None = None,
         raise ConfigError(
             f'{workdir!r} holds checkpoints of a different {"model" if key == "model" else "set of members"} '
             f'(saved vs now: {diff}); use a new --workdir, or the config that wrote those checkpoints.')
+    check_resume(saved_meta, meta, config, workdir)
+
   restored = ckpts.restore_latest(state, check)
   if restored is not None:
     step, state, saved = restored
@@ -565,7 +656,7 @@ def create_run(config, workdir: str, splits: dict | None = None,
     for k in _PER_MEMBER:  # checkpoints of single runs written before members existed
       if not isinstance(saved.get(k), list):
         saved[k] = [saved.get(k, 0 if k == 'bad_evals' else None)]
-    meta.update(saved)
+    meta.update(saved, run=meta['run'], num_epochs=config.num_epochs)
     logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step,
                  step // steps_per_epoch, workdir)
 
@@ -731,9 +822,16 @@ def save_on_stop(run: Run) -> dict:
   return {'preempted': True, 'step': run.step, 'total_steps': run.total_steps}
 
 
-def close(run: Run):
+def release(run: Run):
+  """Stops the host reader and gives the workdir back (also when the run failed)."""
   if run.prefetch is not None:
     run.prefetch.close()
+  if run.lock is not None:
+    run.lock.__exit__()
+
+
+def close(run: Run):
+  release(run)
   run.ckpts.close()
   for member in run.members:
     member.writer.close()
@@ -835,8 +933,7 @@ def train_and_evaluate(config, workdir: str, splits: dict | None = None) -> dict
     try:
       return train_epochs(run, stop) or finish(run)[0]
     finally:
-      if run.prefetch is not None:
-        run.prefetch.close()
+      release(run)
 
 
 def train_members(config, workdir: str, members: list[tuple[str, str, Any]],
@@ -849,5 +946,4 @@ def train_members(config, workdir: str, members: list[tuple[str, str, Any]],
     try:
       return train_epochs(run, stop) or finish(run)
     finally:
-      if run.prefetch is not None:
-        run.prefetch.close()
+      release(run)

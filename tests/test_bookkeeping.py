@@ -25,14 +25,22 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
-def test_a_train_row_for_every_validation_row(tmp_path, data_dir):
-  """The default run logs every 10 s but evaluates every few epochs: before, the loss of
-  each stretch was dropped at the evaluation and one train row was left."""
-  c = tiny_config(data_dir, num_epochs=3, log_every_seconds=1e6)
+def test_train_rows_learning_rate_and_caller_config(tmp_path, data_dir):
+  """A train row at every evaluation (the default run logs every 10 s but evaluates every
+  few epochs: before, each stretch's loss was dropped at the evaluation and one train row
+  was left); its learning rate is that of the last update applied (before: the next
+  step's); the caller's config is not written to (before: eval_batch_size was)."""
+  c = tiny_config(data_dir, num_epochs=3, log_every_seconds=1e6, eval_batch_size=0, **{
+      'optimizer.schedule': {'name': 'step', 'decay_rate': 0.1, 'decay_epochs': (1,),
+                             'warmup_epochs': 0.0, 'end_value_factor': 0.0}})
   train.train_and_evaluate(c, str(tmp_path))
   train_rows, val_rows = read_metrics(str(tmp_path), 'train'), read_metrics(str(tmp_path), 'validation')
   assert [r['step'] for r in train_rows] == [r['step'] for r in val_rows] == [4, 8, 12]
   assert all(np.isfinite(r['loss']) and r['images_per_second'] > 0 for r in train_rows)
+  # Steps 1-4 (epoch 1) use 1e-3; the row written after step 4 shows that, not 1e-4.
+  rates = [r['learning_rate'] for r in train_rows]
+  assert rates == pytest.approx([1e-3, 1e-4, 1e-4])
+  assert c.eval_batch_size == 0
 
 
 def test_no_test_split_reports_validation(tmp_path, data_dir):
@@ -72,8 +80,7 @@ def test_kept_model_follows_the_selection_metric(tmp_path, data_dir):
   assert results['best_step'] == min(vals, key=lambda r: r['loss'])['step']
   assert results['validation_loss'] == pytest.approx(min(r['loss'] for r in vals), rel=1e-4)
   # The default follows early stopping's metric.
-  c2 = tiny_config(data_dir, num_epochs=2, **{'early_stopping.metric': 'ssim'})
-  assert train.train_and_evaluate(c2, str(tmp_path / 'b'))['selection_metric'] == 'ssim'
+  assert train.selection_metric(tiny_config(data_dir, **{'early_stopping.metric': 'ssim'})) == 'ssim'
 
 
 def test_random_streams_are_independent():
@@ -88,21 +95,8 @@ def test_random_streams_are_independent():
   assert np.array_equal(order, np.asarray(pipeline.epoch_permutation(0, 3, 50, pipeline.make_mesh())))
 
 
-def test_logged_learning_rate_is_the_last_updates(tmp_path, data_dir):
-  c = tiny_config(data_dir, num_epochs=2, **{
-      'optimizer.schedule': {'name': 'step', 'decay_rate': 0.1, 'decay_epochs': (1,),
-                             'warmup_epochs': 0.0, 'end_value_factor': 0.0}})
-  train.train_and_evaluate(c, str(tmp_path))
-  rows = {r['step']: r['learning_rate'] for r in read_metrics(str(tmp_path), 'train')}
-  # Steps 1-4 (epoch 1) use 1e-3; the row written after step 4 shows that, not 1e-4.
-  assert rows[4] == pytest.approx(1e-3) and rows[8] == pytest.approx(1e-4)
-
-
-def test_caller_config_untouched_and_compiled_once(tmp_path, data_dir):
-  c = tiny_config(data_dir, eval_batch_size=0)
-  train.train_and_evaluate(c, str(tmp_path))
-  assert c.eval_batch_size == 0
-  run = train.create_run(c, str(tmp_path / 'b'))
+def test_sample_images_compiled_once(tmp_path, data_dir):
+  run = train.create_run(tiny_config(data_dir), str(tmp_path))
   first = run.trainer.sample_images(run.splits['validation'], 4)
   compiled = dict(run.trainer._compiled)  # pylint: disable=protected-access
   second = run.trainer.sample_images(run.splits['validation'], 4)

@@ -38,6 +38,13 @@ BAD_FLAGS = [
     (['--config.num_epochs=-3'], 'num_epochs must be a positive integer'),
     (['--config.cpu_convolutions=mkl'], 'valid cpu_convolutions names are: eigen, xla'),
     (['--config.cpu_malloc=jemalloc'], 'valid cpu_malloc names are: keep, system'),
+    (['--config.selection_metric=accuracy'], 'valid selection_metric names are: l1, loss, mse'),
+    (['--config.early_stopping.patience=-1'], 'early_stopping.patience must be an integer >= 0'),
+    (['--config.eval_every_epochs=0'], 'eval_every_epochs must be an integer >= 1'),
+    (['--config.checkpoint_every_epochs=0'], 'checkpoint_every_epochs must be an integer >= 1'),
+    (['--config.keep_checkpoints=-1'], 'keep_checkpoints must be an integer >= 1'),
+    (['--config.num_sample_images=-1'], 'num_sample_images must be an integer >= 0'),
+    (['--config.model.widths=(0, 0, 0, 0)'], 'model.widths must be positive integers'),
     (['--config=configs/no_such_config.py'], 'no_such_config.py'),
     (['--config.optimizer.learnin_rate=1'], 'Did you mean "learning_rate"'),
     (['--config.data.name=cifar10', '--config.data.download=False'],
@@ -52,6 +59,7 @@ def test_bad_input_is_one_sentence_and_status_2(tmp_path, data_dir, flags, expec
   assert rc == 2, stderr[-2000:]
   assert len(lines) == 1 and expected in lines[0], stderr[-2000:]
   assert 'Traceback' not in stderr
+  assert not (tmp_path / 'run').exists()  # refused: no workdir left behind
 
 
 def test_batch_size_the_devices_do_not_divide(tmp_path, data_dir):
