@@ -100,6 +100,13 @@ def main(argv):
       raise
     logging.flush()
     _fail(str(e))
+  except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+    if FLAGS.debug:
+      raise
+    logging.flush()
+    sys.stderr.write('flax-cae: interrupted; checkpoints written so far are kept: run the same '
+                     'command to resume.\n')
+    sys.exit(130)
 
 
 if __name__ == '__main__':

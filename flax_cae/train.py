@@ -389,35 +389,42 @@ def random_streams():
 
 
 class StopOnSigterm:
-  """SIGTERM (how pods and SLURM preempt) asks the loop to save and stop, not to die.
+  """SIGTERM (how pods and SLURM preempt) and Ctrl-C (SIGINT) ask the loop to save and stop,
+  not to die.
 
-  One process: a Python signal handler sets a flag the loop reads after each call.
-  Many processes: JAX's preemption service (started by jax.distributed) catches the
-  signal on any host and `reached_preemption_sync_point` turns True on all of them at
-  the same call, so they save the same step together.
+  One process: a Python signal handler sets a flag the loop reads after each call; a second
+  Ctrl-C interrupts at once (Python's default). Many processes: JAX's preemption service
+  (started by jax.distributed) catches SIGTERM on any host and
+  `reached_preemption_sync_point` turns True on all of them at the same call, so they save
+  the same step together.
   """
 
+  NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'Ctrl-C'}
+
   def __enter__(self):
-    self.signalled = False
-    self.previous = None
+    self.signalled = None  # the name of the signal that came
+    self.previous = {}
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self.previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in self.NAMES:
+        self.previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.signalled = True
-    logging.warning('SIGTERM received: saving a checkpoint after the current step.')
+    del frame
+    if signum == signal.SIGINT and self.signalled:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now
+    self.signalled = self.NAMES[signum]
+    logging.warning('%s received: saving a checkpoint after the current step%s.', self.signalled,
+                    ' (Ctrl-C again to stop at once)' if signum == signal.SIGINT else '')
 
   def reached(self, call_index: int) -> bool:
     if jax.process_count() > 1:
       return multihost_utils.reached_preemption_sync_point(call_index)
-    return self.signalled
+    return bool(self.signalled)
 
   def __exit__(self, *exc):
-    if self.previous is not None:
-      signal.signal(signal.SIGTERM, self.previous)
-
+    for sig, previous in self.previous.items():
+      signal.signal(sig, previous)
 
 
 # --- one run, as parts: create_run, train_call, log_train, evaluate_and_save, finish ----------
@@ -809,16 +816,16 @@ def evaluate_and_save(run: Run, epoch: int):
         SCORE: scores if run.grouped else scores[0]})
 
 
-def save_on_stop(run: Run) -> dict:
-  """SIGTERM: saves the step reached (unless just saved) and says how to resume."""
+def save_on_stop(run: Run, why: str = 'SIGTERM') -> dict:
+  """SIGTERM or Ctrl-C: saves the step reached (unless just saved) and says how to resume."""
   check_finite(run)
   if run.step not in run.ckpts.all_steps():  # not just saved at an epoch's end
     run.meta['epoch'] = run.step // run.steps_per_epoch
     run.meta['train_seconds'] += time.time() - run.seg_start
     run.ckpts.save(run.step, run.state, run.meta)
   close(run)
-  logging.warning('Stopped by SIGTERM at step %d of %d; its checkpoint is in %s. Run the '
-                  'same command to resume.', run.step, run.total_steps, run.ckpts.directory)
+  logging.warning('Stopped by %s at step %d of %d; its checkpoint is in %s. Run the '
+                  'same command to resume.', why, run.step, run.total_steps, run.ckpts.directory)
   return {'preempted': True, 'step': run.step, 'total_steps': run.total_steps}
 
 
@@ -856,7 +863,7 @@ def train_epochs(run: Run, stop) -> dict | None:
         evaluate_and_save(run, epoch)
         run.seg_start = run.last_log = time.time()
     if stop.reached(run.calls) and run.step < run.total_steps and not run.meta['stopped_early']:
-      return save_on_stop(run)
+      return save_on_stop(run, stop.signalled or 'SIGTERM')
   if run.timed_images:
     run.meta['images_per_second'] = run.timed_images / max(run.timed_seconds, 1e-9)
   run.ckpts.wait()

@@ -86,12 +86,15 @@ def test_sigkill_at_several_points_then_resume(tmp_path, data_dir, reference):
   assert_same_params(params, reference)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir, reference):
+@pytest.mark.parametrize('sig,name', [(signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'Ctrl-C')])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, data_dir, reference,
+                                                                sig, name):
   workdir = str(tmp_path / 'preempted')
-  out, code = run_until(data_dir, workdir, 'step 6/24', signal.SIGTERM)
+  out, code = run_until(data_dir, workdir, 'step 6/24', sig)
   assert code == 0, out[-2000:]
-  assert 'Stopped by SIGTERM at step' in out and 'Run the same command to resume' in out
-  stopped_at = int(out.split('Stopped by SIGTERM at step ')[1].split()[0])
+  assert 'Traceback' not in out and 'KeyboardInterrupt' not in out
+  assert f'Stopped by {name} at step' in out and 'Run the same command to resume' in out
+  stopped_at = int(out.split(f'Stopped by {name} at step ')[1].split()[0])
   assert 6 <= stopped_at < 24 and stopped_at in steps(workdir)  # mid-epoch: saved on SIGTERM
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   out = run(data_dir, workdir)
