@@ -1,6 +1,6 @@
 """Studies end to end through launch.py on real CIFAR-10 JPEGs at tiny size: the table's rows
-and columns, finite numbers, the PCA rows, real PNG figures, learning-rate tuning, seeds,
-members trained together, and an interrupted study that resumes without retraining."""
+and columns, finite numbers, the PCA rows, real PNG figures, learning-rate tuning, seeds and
+members trained together (resuming and bad values: test_studies_resume.py)."""
 
 import csv
 import os
