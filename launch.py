@@ -9,6 +9,7 @@ and exit status 2; --debug shows the full traceback instead.
 
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -32,7 +33,9 @@ def _fail(message: str):
   sys.exit(2)
 
 
-CONFIG_ERRORS = (OSError, SyntaxError, AttributeError, KeyError, TypeError, ValueError)
+# Loading a config runs the file's own code: whatever it raises (a missing module, an error in
+# get_config, a file that is not Python) is reported in one sentence.
+CONFIG_ERRORS = (Exception,)
 
 
 def _config_error(e: Exception):
@@ -40,7 +43,7 @@ def _config_error(e: Exception):
     what = f'{e.msg} at {e.filename}, line {e.lineno}'
   else:
     what = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").strip(' \'"').split())
-  _fail(f'the config could not be loaded ({type(e).__name__}: {what}); check the '
+  _fail(f'the config could not be loaded ({type(e).__name__}: {what[:400]}); check the '
         '--config path, the file\'s syntax and the --config.* field names.')
 
 
@@ -49,7 +52,10 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e).strip().splitlines()[0])
+    cause = e.__cause__ or e.__context__  # e.g. "Error whilst parsing config file:" alone
+    last = ([l.strip() for l in str(cause).splitlines() if l.strip()] or [''])[-1]
+    reason = f' ({type(cause).__name__}: {last[:300]})' if cause else ''
+    _fail((str(e).strip().splitlines() or [''])[0] + reason)
   except CONFIG_ERRORS as e:
     if '--debug' in argv:
       raise
@@ -69,6 +75,9 @@ def main(argv):
   del argv
   try:
     config = FLAGS.config  # --config.* overrides are applied here
+    if config is None:
+      _fail('get_config() in the --config file returned None; return an '
+            'ml_collections.ConfigDict (start from configs/default.py).')
     # ml_collections (1.1) hands back a stand-in for a config file that failed to load,
     # which raises only when used: use it here, where the error is caught.
     config.keys()
@@ -76,6 +85,10 @@ def main(argv):
     if FLAGS.debug:
       raise
     _config_error(e)
+  if not isinstance(config, ml_collections.ConfigDict):
+    _fail(f'get_config() in the --config file returned a {type(config).__name__}, not an '
+          'ml_collections.ConfigDict; return one (start from configs/default.py: import it, '
+          'change its fields, return it).')
   try:  # before JAX starts: XLA's threads pick their malloc arena on first use
     logging.info('Host memory: %s.', host_memory.configure(config.get('cpu_malloc', 'keep')))
   except UserError as e:

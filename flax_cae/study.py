@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from flax_cae import baselines, errors, machine, models, train, writers
+from flax_cae import workdir as workdir_lib
 from flax_cae.data import pipeline
 from flax_cae.errors import ConfigError
 
@@ -255,8 +256,7 @@ def run_study(config, workdir: str) -> dict:
   """Trains every member of the study `config` in `workdir` and writes its tables and
   figures (see the module docstring). Returns {'rows': [...], 'pca': [...]}."""
   base, study, members = plan(config)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  workdir, _ = workdir_lib.make(workdir)
   together = {'yes': True, 'no': False}.get(study.train_together,
                                             TOGETHER_AUTO.get(jax.default_backend(), False))
   with train.random_streams():

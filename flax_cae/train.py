@@ -22,6 +22,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -305,7 +306,14 @@ class Trainer:
 # --- the loop ------------------------------------------------------------------------
 
 
+SECTIONS = ('data', 'model', 'loss', 'optimizer', 'early_stopping')
+
+
 def validate(config, n_devices: int):
+  for section in SECTIONS:
+    if not isinstance(config.get(section), ml_collections.ConfigDict):
+      raise ConfigError(f'the config has no {section!r} section; start from configs/default.py '
+                        '(import it, change its fields) so every section is there.')
   for key in ('batch_size', 'num_epochs', 'eval_batch_size'):
     value = config.get(key)
     if not isinstance(value, int) or value <= 0:
@@ -357,6 +365,12 @@ def validate(config, n_devices: int):
 
 def load_data(config, mesh):
   n_dev = mesh.devices.size
+  data_dir = os.path.expanduser(config.data.data_dir)
+  try:  # a data_dir that is a file, or sits under one, is one sentence, not a TFDS traceback
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f'data.data_dir={config.data.data_dir} cannot be used ({e.strerror or e}); '
+                      'set --config.data.data_dir to a folder you can write to.') from None
   if jax.process_count() > 1:  # one process prepares a missing data set, the others wait
     if jax.process_index() == 0:
       sources.prepare(config.data.name, **pipeline.prepare_kwargs(config.data))
@@ -575,9 +589,7 @@ def create_run(config, workdir: str, splits: dict | None = None,
     if config.early_stopping.patience:
       raise ConfigError('members trained together cannot stop early one by one; set '
                         '--config.early_stopping.patience=0 or train them one after another.')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  created = not os.path.exists(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir, created = workdir_lib.make(workdir)
   lock = workdir_lib.Lock(workdir).__enter__()  # before anything is read or written
   try:
     run = _build_run(config, workdir, splits, members, numbers, mesh)

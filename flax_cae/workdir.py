@@ -19,6 +19,21 @@ from flax_cae.errors import ConfigError
 LOCK_FILE = '.lock'
 
 
+def make(workdir: str) -> tuple[str, bool]:
+  """(absolute path, whether it was created): `~` expanded, the folder made; a path that is
+  a file, sits under a file or cannot be written is one sentence."""
+  path = os.path.abspath(os.path.expanduser(workdir))
+  created = not os.path.exists(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f'--workdir={workdir} cannot be used ({e.strerror or e}); choose a folder '
+                      'you can write to.') from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ConfigError(f'--workdir={workdir} is not writable; choose a folder you can write to.')
+  return path, created
+
+
 def _alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)

@@ -132,3 +132,51 @@ def test_in_process_resume_check_names_every_key(tmp_path, data_dir):
   with pytest.raises(train.ConfigError, match=r"'loss.name': \('mse', 'l1'\).*'seed': \(0, 3\)"):
     train.train_and_evaluate(tiny_config(data_dir, num_epochs=1, seed=3, **{'loss.name': 'l1'}),
                              str(tmp_path))
+
+
+BAD_CONFIG_FILES = [
+    ('import no_such_module\ndef get_config():\n  return None\n',
+     "ModuleNotFoundError: No module named 'no_such_module"),
+    ('def get_config():\n  raise RuntimeError("boom")\n', 'RuntimeError: boom'),
+    ('def get_config():\n  return {"seed": 0}\n', 'returned a dict, not an ml_collections.ConfigDict'),
+    ('def get_config():\n  return None\n', 'returned None'),
+    ('seed: 0\nmodel:\n  name: cae\n', 'SyntaxError: invalid syntax'),
+    ('from configs import default\ndef get_config():\n  c = default.get_config()\n'
+     '  del c["loss"]\n  return c\n', "the config has no 'loss' section"),
+]
+
+
+@pytest.mark.parametrize('text,expected', BAD_CONFIG_FILES,
+                         ids=['missing import', 'raises', 'dict', 'None', 'YAML', 'no loss'])
+def test_config_files_that_load_but_are_wrong(tmp_path, text, expected):
+  path = tmp_path / 'bad_config.py'
+  path.write_text(text)
+  proc = subprocess.run([sys.executable, 'launch.py', f'--config={path}',
+                         f'--workdir={tmp_path / "w"}'], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('flax-cae: error:')]
+  assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr and not (tmp_path / 'w').exists()
+
+
+def test_config_argument_error_keeps_its_reason(tmp_path):
+  proc = subprocess.run([sys.executable, 'launch.py', '--config=configs/default.py:extra',
+                         f'--workdir={tmp_path / "w"}'], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 2
+  assert 'get_config() takes 0 positional arguments but 1 was given' in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize('where', ['workdir', 'workdir/under', 'data_dir'])
+def test_a_file_where_a_folder_belongs(tmp_path, data_dir, where):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a folder')
+  if where == 'data_dir':
+    rc, lines, stderr = launch(tmp_path / 'w', data_dir, f'--config.data.data_dir={a_file}')
+    expected = f'data.data_dir={a_file} cannot be used (File exists)'
+  else:
+    target = a_file if where == 'workdir' else a_file / 'under'
+    rc, lines, stderr = launch(target, data_dir)
+    expected = f'--workdir={target} cannot be used'
+  assert rc == 2 and len(lines) == 1 and expected in lines[0], stderr[-2000:]
+  assert 'Traceback' not in stderr and a_file.read_text() == 'not a folder'
