@@ -667,7 +667,11 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
             f'(saved vs now: {diff}); use a new --workdir, or the config that wrote those checkpoints.')
     check_resume(saved_meta, meta, config, workdir)
 
-  restored = ckpts.restore_latest(state, check)
+  try:
+    restored = ckpts.restore_latest(state, check)
+  except BaseException:  # refused: close orbax's threads, so the process ends quietly
+    ckpts.close()
+    raise
   if restored is not None:
     step, state, saved = restored
     if 'best_psnr' in saved:  # written before the selection metric: PSNR, higher is better
