@@ -138,12 +138,9 @@ def check_not_changed(jobs):
       continue
     with open(path) as f:
       saved = train.flat_config(json.load(f))
-    now = train.flat_config(config)
-    # Fields the saved run lacks came later, and it ran with their defaults. Unlike a single
-    # run, a finished member is not trained further: its epochs must match too.
-    may_change = set(train.MAY_CHANGE) - {'num_epochs'}
-    diff = {k: (saved[k], now.get(k)) for k in sorted(saved)
-            if k not in may_change and saved[k] != now.get(k)}
+    # Unlike a single run, a finished member is not trained further: its epochs must match too.
+    diff = train.config_diff(saved, train.flat_config(config),
+                             ignore=set(train.MAY_CHANGE) - {'num_epochs'})
     if diff:
       raise ConfigError(
           f'study member {key!r} in {member_dir!r} was trained with other settings (saved vs '
@@ -161,14 +158,7 @@ def _done(workdir) -> dict | None:
 def _differ_in_numbers_only(a, b) -> bool:
   """Whether two member configs may train together: equal but for train.MEMBER_NUMBERS."""
   def strip(c):
-    d = c.to_dict()
-    for key in train.MEMBER_NUMBERS:
-      *path, last = key.split('.')
-      target = d
-      for p in path:
-        target = target[p]
-      target.pop(last, None)
-    return json.dumps(d, sort_keys=True, default=str)
+    return {k: v for k, v in train.flat_config(c).items() if k not in train.MEMBER_NUMBERS}
   return strip(a) == strip(b)
 
 

@@ -537,6 +537,13 @@ def flat_config(config) -> dict:
   return flat(config if isinstance(config, dict) else json.loads(config.to_json_best_effort()), '')
 
 
+def config_diff(saved: dict, now: dict, ignore=()) -> dict:
+  """{key: (saved, now)} for the flat config keys that differ. Keys the saved side lacks came
+  later, and it ran with their defaults: they are not compared."""
+  return {k: (saved[k], now.get(k)) for k in sorted(saved)
+          if k not in ignore and saved[k] != now.get(k)}
+
+
 def run_record(config) -> dict:
   """What shapes a run's trajectory (saved with every checkpoint)."""
   return {k: v for k, v in flat_config(config).items()
@@ -548,9 +555,7 @@ def check_resume(saved_meta: dict, meta: dict, config, workdir: str):
   saved = saved_meta.get('run')
   if saved is None:  # written before the record existed
     return
-  now = meta['run']
-  # Fields the saved run lacks came later, and it ran with their defaults.
-  diff = {k: (saved[k], now.get(k)) for k in sorted(saved) if saved[k] != now.get(k)}
+  diff = config_diff(saved, meta['run'])
   if diff:
     raise ConfigError(
         f'{workdir!r} holds a run with other settings (saved vs now: {diff}); a resume may '
