@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from flax_cae import distributed, host_memory, study, train
-from flax_cae.errors import UserError
+from flax_cae.errors import UserError, write_failure
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and pictures go.', required=True)
@@ -113,6 +113,13 @@ def main(argv):
       raise
     logging.flush()
     _fail(str(e))
+  except OSError as e:  # a metrics, results or picture file on a full disk
+    if FLAGS.debug or write_failure(e) is None:
+      raise
+    logging.flush()
+    _fail(f'{e.filename or "a file"} could not be written ({write_failure(e)}); free disk space '
+          '(or fix the folder\'s permissions) and run the same command: checkpoints written so '
+          'far are kept and the run resumes from them.')
   except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
     if FLAGS.debug:
       raise

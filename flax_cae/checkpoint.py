@@ -14,11 +14,13 @@ checkpoint that no longer reads (a damaged file) is moved to
 `checkpoints.unreadable/` (kept, not deleted) and the previous one is used.
 """
 
+import contextlib
 import dataclasses
 import glob
 import logging as py_logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
+from flax_cae import errors
+
 # The name under which each checkpoint stores its validation score(s) for best-keeping:
 # the selection metric signed so that higher is better (train.py). Checkpoints written
 # before the selection metric existed stored validation PSNR as 'psnr'.
@@ -35,17 +39,52 @@ SCORE = 'score'
 LEGACY_SCORE = 'psnr'
 
 
-class _OrbaxInfoFilter(py_logging.Filter):
-  """Orbax logs dozens of INFO lines per save through absl; keep its warnings only."""
+class _OrbaxLogFilter(py_logging.Filter):
+  """Orbax logs dozens of INFO lines per save through absl: keep its warnings and errors, as
+  their first line only. A failed save reaches the user as one sentence (Checkpoints.save);
+  orbax's tracebacks of it would bury that under a thousand lines."""
 
   def filter(self, record):
-    return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' not in record.pathname:
+      return True
+    if record.levelno < py_logging.WARNING:
+      return False
+    record.msg = ' '.join(str(record.getMessage()).splitlines()[:1])[:300]
+    record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
+    return True
+
+
+def _stray(exc) -> bool:
+  """Errors of orbax's and tensorstore's background threads after a failed save or at exit:
+  the event loop they report to is gone. The failure itself is reported once, by us."""
+  return ((isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc))
+          or (isinstance(exc, ImportError) and 'Python is likely shutting down' in str(exc)))
+
+
+def _quiet_hooks():
+  # tensorstore's threads print through sys.excepthook (PyErr_Print); coroutines that never
+  # finished print through sys.unraisablehook at exit.
+  if getattr(sys.excepthook, 'flax_cae', False):
+    return
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def quiet_excepthook(exc_type, exc, tb):
+    if not _stray(exc):
+      excepthook(exc_type, exc, tb)
+
+  def quiet_unraisablehook(unraisable):
+    if not _stray(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  quiet_excepthook.flax_cae = True
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def quiet_orbax():
   for handler in py_logging.getLogger().handlers + py_logging.getLogger('absl').handlers:
-    if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
-      handler.addFilter(_OrbaxInfoFilter())
+    if not any(isinstance(f, _OrbaxLogFilter) for f in handler.filters):
+      handler.addFilter(_OrbaxLogFilter())
+  _quiet_hooks()
 
 
 def _scores(metrics) -> list[float] | None:
@@ -81,6 +120,7 @@ class Checkpoints:
   def __init__(self, directory: str, keep: int):
     quiet_orbax()
     self.directory = directory
+    self.pending = None  # the step of a save still being written in the background
     half_written = sorted(glob.glob(os.path.join(directory, f'*{ocp.utils.TMP_DIR_SUFFIX}*')))
     policy = cm.AnyPreservationPolicy([
         cm.LatestN(n=keep),
@@ -106,12 +146,34 @@ class Checkpoints:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None):
-    """Saves at `step`; `metrics` ({'score': the signed validation selection metric, a list
-    with one value per member trained together}) ranks it for best-keeping."""
-    self.manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        metrics=metrics)
+    """Saves at `step` (in the background); `metrics` ({'score': the signed validation
+    selection metric, a list with one value per member trained together}) ranks it for
+    best-keeping. A save that cannot be written (a full disk) raises StorageError, here or
+    at the next save or wait."""
+    self.wait()  # orbax would wait here too; this way a failure names the step it was
+    with self._writing(step):
+      self.manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  meta=ocp.args.JsonSave(meta)),
+          metrics=metrics)
+    self.pending = step
+
+  @contextlib.contextmanager
+  def _writing(self, step: int | None):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      reason = errors.write_failure(e)
+      if reason is None:
+        raise
+      self.pending = None
+      kept = [s for s in self.all_steps() if s != step]
+      raise errors.StorageError(
+          f'the checkpoint of step {step} could not be written to {self.directory} ({reason}); '
+          f'{f"the checkpoint of step {max(kept)} is kept" if kept else "no checkpoint is kept"}: '
+          'free disk space (or fix the folder\'s permissions) and run the same command to '
+          'resume.') from None
 
   def restore(self, step: int, like: Any) -> tuple[Any, dict]:
     """Restores `step` into arrays with the shapes, dtypes and shardings of `like`."""
@@ -181,8 +243,10 @@ class Checkpoints:
                     reason, target, self._previous(step))
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with self._writing(self.pending):
+      self.manager.wait_until_finished()
+    self.pending = None
 
   def close(self):
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()

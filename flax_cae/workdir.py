@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import socket
+import tempfile
 
 import jax
 from absl import logging
@@ -29,8 +30,14 @@ def make(workdir: str) -> tuple[str, bool]:
   except OSError as e:
     raise ConfigError(f'--workdir={workdir} cannot be used ({e.strerror or e}); choose a folder '
                       'you can write to.') from None
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise ConfigError(f'--workdir={workdir} is not writable; choose a folder you can write to.')
+  try:  # a real write, not os.access: root passes that on a read-only mount
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    if created:
+      os.rmdir(path)
+    raise ConfigError(f'--workdir={workdir} cannot be written to ({e.strerror or e}); choose a '
+                      'folder you can write to.') from None
   return path, created
 
 

@@ -1,16 +1,22 @@
 """The workdir contract through launch.py (issue 17): a resume under other settings is refused
 with its checkpoints untouched, more epochs are allowed, one run at a time (a lock, taken
-over when its process died), and `~` in --workdir means the home folder."""
+over when its process died), `~` in --workdir means the home folder; read-only folders, a
+full disk while saving and image folders holding other files are one sentence or a warning."""
 
+import glob
 import json
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from flax_cae import train
+from data_fixtures import cifar_jpeg_tree
 from test_errors import snapshot
 from test_training import tiny_config
 
@@ -22,14 +28,18 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
-def launch(workdir, data_dir, *flags, env=None):
-  """launch.py on the tiny default config (tests/test_training.tiny_config, as flags)."""
+def launch(workdir, data_dir, *flags, env=None, max_file_bytes=None):
+  """launch.py on the tiny default config (tests/test_training.tiny_config, as flags).
+  max_file_bytes: a file-size limit (RLIMIT_FSIZE) on the process, so writes past it fail
+  as on a full disk (EFBIG instead of ENOSPC; Python ignores SIGXFSZ)."""
   from launching import TINY  # pylint: disable=g-import-not-at-top
   values = {**TINY, 'data.data_dir': data_dir}
+  limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+           ) if max_file_bytes else None
   proc = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/default.py', f'--workdir={workdir}',
        *(f'--config.{k}={v}' for k, v in values.items()), *flags],
-      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limit,
       env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
   lines = [l for l in proc.stderr.splitlines() if l.startswith('flax-cae: error:')]
   return proc.returncode, lines, proc.stderr
@@ -180,3 +190,94 @@ def test_a_file_where_a_folder_belongs(tmp_path, data_dir, where):
     expected = f'--workdir={target} cannot be used'
   assert rc == 2 and len(lines) == 1 and expected in lines[0], stderr[-2000:]
   assert 'Traceback' not in stderr and a_file.read_text() == 'not a folder'
+
+
+def read_only_folder(tmp_path):
+  """A folder this process cannot write to: mode 555, or for root (which writes through
+  folder modes) sysfs's /sys/kernel, which nobody can write to."""
+  if os.geteuid() != 0:
+    folder = tmp_path / 'read_only'
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+  try:
+    open('/sys/kernel/flax_cae_probe', 'w').close()  # pylint: disable=consider-using-with
+  except OSError:
+    return Path('/sys/kernel')
+  pytest.skip('running as root, which writes through folder modes, and /sys/kernel (read-only '
+              'for everyone) is not mounted here: no read-only folder to test with')
+
+
+@pytest.mark.parametrize('where', ['workdir', 'workdir/new', 'data_dir'])
+def test_a_read_only_folder_is_one_sentence(tmp_path, where):
+  read_only = read_only_folder(tmp_path)
+  if where == 'data_dir':  # nothing prepared there yet: preparing would have to write
+    rc, lines, stderr = launch(tmp_path / 'w', read_only)
+    expected = f"data set 'lfw_subset' cannot be prepared in '{read_only}' ("
+  else:
+    target = read_only if where == 'workdir' else read_only / 'new'
+    rc, lines, stderr = launch(target, str(tmp_path / 'tfds'))
+    expected = f'--workdir={target} cannot be '
+  assert rc == 2 and len(lines) == 1 and expected in lines[0], stderr[-2000:]
+  assert 'you can write to' in lines[0] and 'Traceback' not in stderr
+  assert not (tmp_path / 'w').exists()
+
+
+def test_a_full_disk_while_saving_is_one_sentence_and_the_run_resumes(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  assert launch(workdir, data_dir, '--config.num_epochs=1')[0] == 0
+  kept = snapshot(workdir / 'checkpoints' / '4')
+  no_cache = {'JAX_COMPILATION_CACHE_DIR': ''}  # the limit is for the checkpoint, not JAX's cache
+  # A checkpoint's files are ~20 kB; metrics, logs and pictures of this run stay under 8 kB.
+  rc, lines, stderr = launch(workdir, data_dir, '--config.num_epochs=2', env=no_cache,
+                             max_file_bytes=8192)
+  assert rc == 2 and len(lines) == 1, stderr[-3000:]
+  assert (f'the checkpoint of step 8 could not be written to {workdir / "checkpoints"} (File too '
+          'large); the checkpoint of step 4 is kept' in lines[0]), lines[0]
+  assert 'Traceback' not in stderr and 'Exception ignored' not in stderr
+  assert len(stderr.splitlines()) < 30, stderr  # was ~1,270 lines of orbax and asyncio tracebacks
+  assert snapshot(workdir / 'checkpoints' / '4') == kept
+  assert not (workdir / '.lock').exists()
+  # With room again, the same command resumes from step 4 and finishes.
+  rc, lines, stderr = launch(workdir, data_dir, '--config.num_epochs=2')
+  assert rc == 0, stderr[-3000:]
+  assert 'The checkpoint of step 8' in stderr and 'was left half-written' in stderr
+  assert 'Resumed from the checkpoint at step 4' in stderr
+  assert json.loads((workdir / 'results.json').read_text())['total_steps'] == 8
+
+
+def image_folder_flags(root, data_dir, **sizes):
+  return [f'--config.data.data_dir={data_dir}', '--config.data.name=image_folder',
+          f'--config.data.source_dir={root}', '--config.data.image_size=(32, 32)',
+          '--config.data.channels=3', '--config.batch_size=8', '--config.num_epochs=1',
+          *(f'--config.data.{k}={v}' for k, v in sizes.items())]
+
+
+def test_image_folder_other_files_are_skipped_and_a_grown_folder_names_its_prepared_copy(
+    tmp_path):
+  full = cifar_jpeg_tree(tmp_path / 'all', per_class=4)  # real CIFAR-10 JPEGs, 10 classes
+  root = tmp_path / 'photos'
+  for cls in sorted(os.listdir(full)):
+    (root / cls).mkdir(parents=True)
+    for name in sorted(os.listdir(full / cls))[:2]:
+      shutil.copy(full / cls / name, root / cls / name)
+  (root / 'airplane' / 'README.txt').write_text('Where these photos came from.')
+  data_dir = tmp_path / 'tfds'
+  sizes = {'validation_size': 4, 'test_size': 4}
+  rc, lines, stderr = launch(tmp_path / 'w1', data_dir, *image_folder_flags(root, data_dir, **sizes))
+  assert rc == 0, stderr[-3000:]
+  assert 'Skipped 1 file(s) under' in stderr and 'airplane/README.txt' in stderr
+  assert json.loads((tmp_path / 'w1' / 'results.json').read_text())['eval_split'] == 'test'
+
+  for cls in sorted(os.listdir(full)):  # the folder grows: 20 -> 40 images
+    for name in sorted(os.listdir(full / cls))[2:]:
+      shutil.copy(full / cls / name, root / cls / name)
+  prepared = glob.glob(str(data_dir / 'flax_cae_image_folder' / 'photos_*' / '*'))
+  assert len(prepared) == 1
+  rc, lines, stderr = launch(tmp_path / 'w2', data_dir, *image_folder_flags(
+      root, data_dir, validation_size=12, test_size=8))
+  assert rc == 2 and len(lines) == 1, stderr[-3000:]
+  assert 'whose train split has 20 images' in lines[0], lines[0]
+  assert (f"image folder '{root}' now holds 40 images but its prepared copy holds 20; "
+          f"delete '{prepared[0]}' to prepare the folder again" in lines[0]), lines[0]
+  assert 'Traceback' not in stderr

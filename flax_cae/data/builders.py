@@ -573,6 +573,30 @@ def class_folders(root: Path) -> list[str]:
   return names
 
 
+# Files an image folder is made of, by extension (any case); others (a README.txt, a
+# Thumbs.db) are skipped with a warning.
+IMAGE_EXTENSIONS = ('.bmp', '.gif', '.jpeg', '.jpg', '.pbm', '.pgm', '.png', '.ppm', '.tif',
+                    '.tiff', '.webp')
+
+
+def image_files(root: Path) -> tuple[list[tuple[str, str, int]], list[str]]:
+  """([(key, path, label)] of the images under root's class folders, in a deterministic
+  order; [relative paths of the other files, skipped]). Hidden files and folders are ignored."""
+  items, skipped = [], []
+  for label, cls in enumerate(class_folders(root)):
+    for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
+      dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+      for f in sorted(filenames):
+        if not _is_hidden(f):
+          path = Path(dirpath) / f
+          key = path.relative_to(root).as_posix()
+          if path.suffix.lower() in IMAGE_EXTENSIONS:
+            items.append((key, str(path), label))
+          else:
+            skipped.append(key)
+  return items, skipped
+
+
 class _HideCustomConfigWarning(logging.Filter):
   """Drops TFDS's 'Using custom data configuration' warning for image-folder configs.
 
@@ -625,19 +649,15 @@ class ImageFolder(FlaxCaeBuilder):
 
   def _generators(self, paths):
     cfg = self.builder_config
-    root = Path(cfg.root)
-    items = []
-    for label, cls in enumerate(class_folders(root)):
-      # Sorted walk, hidden files and folders skipped: a deterministic file list.
-      for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for f in sorted(filenames):
-          if not _is_hidden(f):
-            path = Path(dirpath) / f
-            items.append((path.relative_to(root).as_posix(), str(path), label))
+    items, skipped = image_files(Path(cfg.root))
+    if skipped:
+      logging.warning('Skipped %d file(s) under %s that are not images by their extension: %s.',
+                      len(skipped), cfg.root, ', '.join(skipped[:5]) + (
+                          ', ...' if len(skipped) > 5 else ''))
     if not items:
-      raise DataError(f'Image folder {cfg.root!r} holds no image files; '
-                      'put images in its class sub-folders (ROOT/<class>/<images>).')
+      raise DataError(f'Image folder {cfg.root!r} holds no image files; put images '
+                      f'({", ".join(IMAGE_EXTENSIONS)}) in its class sub-folders '
+                      '(ROOT/<class>/<images>).')
     return {'train': ordered_map(self._decode, items)}
 
   def _decode(self, item):

@@ -15,6 +15,7 @@ import operator
 import os
 import shutil
 import socket
+import tempfile
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from flax_cae.data import builders
-from flax_cae.errors import ConfigError, DataError, unknown_name
+from flax_cae.errors import ConfigError, DataError, unknown_name, write_failure
 
 try:  # TFDS's TensorFlow-free copy of the tf.train.Example proto
   from tensorflow_datasets.proto import tf_example_pb2
@@ -175,6 +177,21 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
     return False
 
 
+def _cannot_prepare(name, data_dir, reason):
+  raise DataError(f'data set {name!r} cannot be prepared in {data_dir!r} ({reason}); set '
+                  '--config.data.data_dir to a folder you can write to, with room for it (a '
+                  'read-only folder is fine once the data set is prepared there).') from None
+
+
+def _check_writable(name, data_dir):
+  try:  # a real write: os.access passes for root on a read-only mount
+    os.makedirs(data_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=data_dir):
+      pass
+  except OSError as e:
+    _cannot_prepare(name, data_dir, e.strerror or str(e))
+
+
 def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
             image_size=None, channels=None):
   """Prepares a data set in data_dir (once; later calls reuse it) and returns its TFDS builder.
@@ -197,6 +214,7 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
   data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
   builder = _make_builder(spec, data_dir, source_dir, image_size, channels)
   if _is_prepared(builder):
+    _check_folder_unchanged(builder)
     return builder
   version_dir = Path(builder.data_path)
   if version_dir.exists():
@@ -217,6 +235,7 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
           name, spec.files,
           f'the data set is not prepared in {data_dir!r} and '
           f'{urllib.parse.urlparse(spec.files[0].url).hostname} cannot be reached from this machine')
+  _check_writable(name, data_dir)
   undo = _Undo(builder)
   try:
     builder.download_and_prepare(
@@ -229,8 +248,31 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
     if isinstance(e, Exception) and _is_prepared(builder):
       # Another process (a host of the same job) prepared it first: use theirs.
       return _make_builder(spec, data_dir, source_dir, image_size, channels)
+    if isinstance(e, OSError) and (write_failure(e) or 'disk space' in str(e)):
+      _cannot_prepare(name, data_dir, write_failure(e) or ' '.join(str(e).split()))
     raise
   return builder
+
+
+_folder_notes: dict[str, str] = {}  # prepared image folder -> what changed since ('' if nothing)
+
+
+def _check_folder_unchanged(builder) -> str:
+  """For a prepared image folder whose images were added or removed since: a warning (once
+  per process) naming the prepared copy to delete; returns that note ('' if unchanged)."""
+  if not isinstance(builder, builders.ImageFolder):
+    return ''
+  path = str(builder.data_path)
+  if path not in _folder_notes:
+    root = Path(builder.builder_config.root)
+    prepared = builder.info.splits['train'].num_examples
+    now = len(builders.image_files(root)[0]) if root.is_dir() else prepared
+    _folder_notes[path] = '' if now == prepared else (
+        f'image folder {str(root)!r} now holds {now} images but its prepared copy holds '
+        f'{prepared}; delete {path!r} to prepare the folder again')
+    if _folder_notes[path]:
+      logging.warning('The %s; this run uses the prepared copy.', _folder_notes[path])
+  return _folder_notes[path]
 
 
 class SplitSource(Sequence):
@@ -340,8 +382,10 @@ def _carve(name, spec, builder, split, validation_size, test_size) -> tuple[str,
             else f'validation_size={v} leaves')
     fix = ('--config.data.validation_size or --config.data.test_size' if carve_test
            else '--config.data.validation_size')
+    changed = _check_folder_unchanged(builder)
     raise ConfigError(f'{what} no training images in data set {name!r}, whose train split '
-                      f'has {n} images; lower {fix}.')
+                      f'has {n} images; lower {fix}'
+                      + (f' (the {changed})' if changed else '') + '.')
   bounds = {'train': (0, n - v - t), 'validation': (n - v - t, n - t), 'test': (n - t, n)}
   return 'train', *bounds[split]
 
