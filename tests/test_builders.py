@@ -229,8 +229,8 @@ def test_image_folder_unreadable_file_names_it_and_leaves_nothing(tmp_path):
   lfw = arrays('lfw_subset', 'train', data_dir=data_dir, validation_size=0)  # prepared before
   before = leftovers(data_dir)
   root = fx.cifar_jpeg_tree(tmp_path, per_class=2)
-  bad = root / 'cat' / 'notes.txt'
-  bad.write_text('not an image')
+  bad = root / 'cat' / 'broken.jpg'  # an image by its name, not by its bytes
+  bad.write_bytes((root / 'cat' / sorted(os.listdir(root / 'cat'))[0]).read_bytes()[:40])
   with pytest.raises(DataError) as e:
     sources.get_source('image_folder', 'train', data_dir=data_dir, source_dir=root,
                        validation_size=0, image_size=(32, 32), channels=3)

@@ -97,12 +97,12 @@ def test_unreadable_file_in_image_folder_is_named(tmp_path):
   root = tmp_path / 'images'
   (root / 'faces').mkdir(parents=True)
   Image.new('RGB', (8, 8), (200, 10, 10)).save(root / 'faces' / 'a.png')
-  (root / 'faces' / 'notes.txt').write_text('not an image')
+  (root / 'faces' / 'b.png').write_text('not an image')  # an image by its name only
   rc, lines, stderr = launch('--config.data.name=image_folder', f'--config.data.source_dir={root}',
                              f'--config.data.data_dir={tmp_path / "tfds"}',
                              f'--workdir={tmp_path / "run"}')
   assert rc == 2 and len(lines) == 1, stderr[-2000:]
-  assert 'notes.txt' in lines[0]
+  assert 'b.png' in lines[0]
 
 
 def snapshot(directory):

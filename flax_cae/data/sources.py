@@ -184,9 +184,11 @@ def _cannot_prepare(name, data_dir, reason):
 
 
 def _check_writable(name, data_dir):
+  folder = data_dir  # the folder that exists (preparing makes the rest, and undoes it on failure)
+  while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+    folder = os.path.dirname(folder)
   try:  # a real write: os.access passes for root on a read-only mount
-    os.makedirs(data_dir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=data_dir):
+    with tempfile.TemporaryFile(dir=folder):
       pass
   except OSError as e:
     _cannot_prepare(name, data_dir, e.strerror or str(e))
