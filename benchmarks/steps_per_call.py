@@ -35,10 +35,12 @@ def measure(trainer, state, split, k, steps, batch, mesh):
 
   def call(state, offset):
     if split.on_device:
-      return trainer.train_chunk(k, True)(state, split.images, perm, offset)
+      return trainer.train_chunk(k, True)(state, split.images, split.labels, perm, offset)
     idx = host_perm[offset * batch:(offset + k) * batch]
     host = split.host_images[idx].reshape(k, batch, *split.image_shape)
-    return trainer.train_chunk(k, False)(state, pipeline.to_global(host, trainer.stacked_sharding, host.shape))
+    labels = np.zeros((k, batch), np.int32)
+    return trainer.train_chunk(k, False)(state, tuple(
+        pipeline.to_global(x, trainer.stacked_sharding, x.shape) for x in (host, labels)))
 
   state, loss = call(state, 0)
   jax.block_until_ready((state, loss))
@@ -71,7 +73,8 @@ def main():
   rng = np.random.default_rng(0)
   host_images = rng.integers(0, 256, (args.n, *shape), dtype=np.uint8)
   on_device = pipeline.Split('train', args.n, shape, images=jax.device_put(
-      host_images, pipeline.batch_sharding(mesh)))
+      host_images, pipeline.batch_sharding(mesh)), labels=jax.device_put(
+          np.zeros((args.n,), np.int32), pipeline.batch_sharding(mesh)))
   streamed = pipeline.Split('train', args.n, shape)
   streamed.host_images = host_images  # in memory: measures the transfer, not disk reads
 

@@ -66,7 +66,7 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 def variants() -> list[tuple[str, str, tuple[int, ...]]]:
   """(label, registry name, skips): every registered model, plus its skip variant if any."""
   out = []
-  for name in models.model_names():
+  for name in models.autoencoder_names():
     spec = models.MODELS[name]
     out.append((name, name, ()))
     if spec.allows_skips:
@@ -197,7 +197,7 @@ def bench_torch(label, model, images_u8, batch, modes):
   if n_flax != n_torch or not max_diff < 1e-4:
     raise AssertionError(f'{label}: PyTorch mirror differs (params {n_flax} vs {n_torch}, '
                          f'max output difference {max_diff})')
-  name = {s.encoder: k for k, s in models.MODELS.items() if not s.encoder_residual}[model.encoder_cls]
+  name = {s.encoder: k for k, s in models.MODELS.items() if s.torch_mirror}[model.encoder_cls]
   out = {'params': n_torch, 'max_diff': max_diff}
   for mode in modes:
     net = tr.TorchAutoencoder(name, model.opts).to(torch_device())
@@ -252,8 +252,9 @@ def run_table(args):
           timers = {'flax': r.pop('timer')}
           row = {'model': label, 'batch': batch, 'dtype': dtype, 'variant': variant,
                  **{k: v for k, v in r.items() if k not in ('model', 'flops_per_step', 'peak')}}
-          # The papers' code trains in float32; S1's encoder-residual tries have no mirror.
-          if torch_modes and dtype == 'float32' and not models.MODELS[name].encoder_residual:
+          # The papers' code trains in float32; S1's encoder-residual tries and S2's rate
+          # CAE have no mirror.
+          if torch_modes and dtype == 'float32' and models.MODELS[name].torch_mirror:
             if (label, batch) not in torch_timers:  # once per architecture and batch size
               torch_timers[label, batch] = bench_torch(label, r['model'], images[:args.n],
                                                        batch, torch_modes)

@@ -176,7 +176,7 @@ def same_function(flax_model, variables, images_u8: np.ndarray) -> tuple[int, in
 def _registry():
   from flax_cae import models  # pylint: disable=g-import-not-at-top
   # The encoder-residual variants share ImprovedCAE's classes and have no mirror here.
-  return {name: spec.encoder for name, spec in models.MODELS.items() if not spec.encoder_residual}
+  return {name: spec.encoder for name, spec in models.MODELS.items() if spec.torch_mirror}
 
 
 def default_device() -> str:
@@ -242,7 +242,7 @@ def main():
   from flax_cae import models  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--models', default=','.join(models.model_names()))
+  parser.add_argument('--models', default=','.join(sorted(_registry())))
   parser.add_argument('--batch_sizes', default='64,256')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--compile', action='store_true', help='also time torch.compile')

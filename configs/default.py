@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   c.model = ml_collections.ConfigDict(dict(
-      name='improved_cae',      # cae (S0) | base_cae (S1) | improved_cae (S1)
+      name='improved_cae',      # cae (S0) | base_cae, improved_cae (S1) | rate_cae, lenet5 (S2)
       latent_dim=64,
       widths=(),                # () = the model's own (S1: 16, 32, 64[, 128])
       hidden_dim=512,           # base_cae's hidden dense layer
@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
       dtype='float32',          # compute dtype: float32 | bfloat16 (parameters stay float32)
       transposed_conv='subpixel',  # subpixel | dilated: the same layer, two formulations
       conv_input_grad='auto',   # stride-2 convs' input gradient: auto (CPU: subpixel) | subpixel | xla
+      rate=8,                   # rate_cae: how many times height and width shrink (2 | 4 | 8 | 16)
   ))
 
   c.loss = ml_collections.ConfigDict(dict(
@@ -62,10 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 10
   c.keep_checkpoints = 2        # latest k, plus the best by selection_metric
   # The validation metric that picks the kept checkpoint (and the reported numbers):
-  # loss | mse | l1 | psnr | ssim; '' = the one early stopping watches.
+  # loss | mse | l1 | psnr | ssim (classifiers: accuracy | cross_entropy); '' = the one
+  # early stopping watches.
   c.selection_metric = ''
   c.early_stopping = ml_collections.ConfigDict(dict(
-      metric='psnr',            # loss | mse | l1 | psnr | ssim (validation)
+      metric='psnr',            # loss | mse | l1 | psnr | ssim; classifiers: accuracy (validation)
       patience=0,               # evaluations without improvement; 0 = off
       min_delta=0.0,
   ))

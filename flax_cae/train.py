@@ -78,7 +78,7 @@ def compiler_options(config) -> dict | None:
 
 
 # Early-stopping metrics where smaller is better; the others (psnr, ssim) are maximised.
-MINIMIZED = ('loss', 'mse', 'l1')
+MINIMIZED = ('loss', 'mse', 'l1', 'cross_entropy')
 
 
 @flax.struct.dataclass
@@ -175,10 +175,11 @@ class Trainer:
 
   # --- training ------------------------------------------------------------------
 
-  def _train_step(self, state: TrainState, images_u8, numbers):
+  def _train_step(self, state: TrainState, batch, numbers):
+    """One step on batch = (uint8 images [B, H, W, C], int32 labels [B])."""
     # Dropout noise is a function of (seed, step): exact after a resume.
     rng = streams.key(numbers['seed'], 'dropout', state.step)
-    inputs, targets = self.task.pair(images_u8, rng)
+    inputs, targets = self.task.pair(*batch, rng)
     weights = {k: numbers[k] for k in self.task.default_weights}
 
     def loss_fn(params):
@@ -204,23 +205,26 @@ class Trainer:
 
   def train_chunk(self, k: int, on_device: bool):
     """A compiled call running k steps. On device it gathers batch j of the epoch as
-    images[perm[(offset + j) * B : ...]] (perm [M, n] for members: each its own order);
-    streamed, it takes [k, B, H, W, C] batches. Returns (state, mean loss) ([M] losses
-    for members)."""
+    images[perm[(offset + j) * B : ...]] and the same rows of labels (perm [M, n] for
+    members: each its own order); streamed, it takes ([k, B, H, W, C] images, [k, B]
+    labels). Returns (state, mean loss) ([M] losses for members)."""
     b = self.config.batch_size
     if on_device:
-      def chunk(state, images, perm, offset, numbers):
+      def chunk(state, images, labels, perm, offset, numbers):
         return self._run_steps(k, state, lambda j: pipeline.device_batch(
-            images, perm, offset + j, b, self.data_sharding), numbers)
-      return self._jit(('train', k, True), self._vmapped(chunk, (0, None, 0, None)),
-                       in_shardings=(self.rep, self.data_sharding, self.rep, None),
+            (images, labels), perm, offset + j, b, self.data_sharding), numbers)
+      return self._jit(('train', k, True), self._vmapped(chunk, (0, None, None, 0, None)),
+                       in_shardings=(self.rep, self.data_sharding, self.data_sharding,
+                                     self.rep, None),
                        out_shardings=(self.rep, self.rep), donate_argnums=0)
     if self.members is not None:
       raise ConfigError('members trained together need their data on the devices.')
 
     def chunk(state, batches):
-      return self._run_steps(k, state, lambda j: batches[j], self._numbers())
-    return self._jit(('train', k, False), chunk, in_shardings=(self.rep, self.stacked_sharding),
+      return self._run_steps(k, state, lambda j: jax.tree.map(lambda x: x[j], batches),
+                             self._numbers())
+    return self._jit(('train', k, False), chunk,
+                     in_shardings=(self.rep, (self.stacked_sharding, self.stacked_sharding)),
                      out_shardings=(self.rep, self.rep), donate_argnums=0)
 
   # --- evaluation ----------------------------------------------------------------
@@ -229,8 +233,8 @@ class Trainer:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     return self.model.apply(variables, inputs, train=False)
 
-  def _eval_sums(self, state, images_u8, mask, numbers):
-    inputs, targets = self.task.pair(images_u8, _eval_key())
+  def _eval_sums(self, state, images_u8, labels, mask, numbers):
+    inputs, targets = self.task.pair(images_u8, labels, _eval_key())
     out = self._outputs(state, inputs)
     per_image = self.task.metrics(out, targets)
     weights = {k: numbers[k] for k in self.task.default_weights}
@@ -240,8 +244,9 @@ class Trainer:
   @property
   def eval_batch(self):
     """Masked metric sums of one batch: padded rows (mask False) count for nothing."""
-    return self._jit('eval_batch', self._vmapped(self._eval_sums, (0, None, None)),
-                     in_shardings=(self.rep, self.data_sharding, self.data_sharding),
+    return self._jit('eval_batch', self._vmapped(self._eval_sums, (0, None, None, None)),
+                     in_shardings=(self.rep, self.data_sharding, self.data_sharding,
+                                   self.data_sharding),
                      out_shardings=self.rep)
 
   @property
@@ -249,13 +254,13 @@ class Trainer:
     """Same as eval_batch on rows [start, start + B) of a split kept on the devices."""
     b = self.config.eval_batch_size
 
-    def fn(state, images, start, n, numbers):
-      batch = jax.lax.dynamic_slice_in_dim(images, start, b)
-      batch = jax.lax.with_sharding_constraint(batch, self.data_sharding)
+    def fn(state, images, labels, start, n, numbers):
+      batch, batch_labels = (jax.lax.with_sharding_constraint(
+          jax.lax.dynamic_slice_in_dim(x, start, b), self.data_sharding) for x in (images, labels))
       mask = start + jnp.arange(b) < n
-      return self._eval_sums(state, batch, mask, numbers)
-    return self._jit('eval_slice', self._vmapped(fn, (0, None, None, None)),
-                     in_shardings=(self.rep, self.data_sharding, None, None),
+      return self._eval_sums(state, batch, batch_labels, mask, numbers)
+    return self._jit('eval_slice', self._vmapped(fn, (0, None, None, None, None)),
+                     in_shardings=(self.rep, self.data_sharding, self.data_sharding, None, None),
                      out_shardings=self.rep)
 
   def evaluate(self, state, split: pipeline.Split) -> list[dict]:
@@ -265,11 +270,11 @@ class Trainer:
     total = None
     for start in range(0, split.n, b):
       if split.on_device:
-        sums = self.eval_slice(state, split.images, start, split.n)
+        sums = self.eval_slice(state, split.images, split.labels, start, split.n)
       else:  # rows past n are zero padding, masked out; each process reads its own rows
         idx = np.arange(start, start + b)
         mask = idx[pipeline.process_rows(self.data_sharding, b)] < split.n
-        sums = self.eval_batch(state, split.global_batch(idx, self.data_sharding),
+        sums = self.eval_batch(state, *split.global_batch(idx, self.data_sharding),
                                pipeline.to_global(mask, self.data_sharding, (b,)))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
@@ -283,7 +288,8 @@ class Trainer:
     same on every process)."""
     def fn(state, x, numbers):
       del numbers
-      return self._outputs(state, self.task.pair(x, _eval_key())[0])['reconstruction']
+      labels = jnp.zeros(x.shape[:1], jnp.int32)  # (a reconstruction does not look at them)
+      return self._outputs(state, self.task.pair(x, labels, _eval_key())[0])['reconstruction']
     recon = self._jit('reconstruct', self._vmapped(fn, (0, None)),
                       in_shardings=(self.rep, self.rep), out_shardings=self.rep)
     x = pipeline.to_global(images_u8, self.rep, images_u8.shape)
@@ -349,12 +355,16 @@ def validate(config, n_devices: int):
   optim.make_optimizer(config.optimizer, 1, config.num_epochs)
   if config.model.name not in models_lib.MODELS:
     raise errors.unknown_name('model', config.model.name, models_lib.MODELS)
+  # The validation metrics of the model's task (a classifier has accuracy, not PSNR).
+  metrics = ('loss',) + tasks.get_task(config).metric_names
   metric = config.early_stopping.metric
-  if metric not in MINIMIZED + ('psnr', 'ssim'):
-    raise errors.unknown_name('early-stopping metric', metric, MINIMIZED + ('psnr', 'ssim'))
+  if metric not in metrics:
+    raise errors.unknown_name(f'early-stopping metric (of {tasks.task_name(config)})', metric,
+                              metrics)
   selection = config.get('selection_metric', '')
-  if selection and selection not in MINIMIZED + ('psnr', 'ssim'):
-    raise errors.unknown_name('selection_metric', selection, MINIMIZED + ('psnr', 'ssim'))
+  if selection and selection not in metrics:
+    raise errors.unknown_name(f'selection_metric (of {tasks.task_name(config)})', selection,
+                              metrics)
   patience = config.early_stopping.patience
   if not isinstance(patience, int) or patience < 0:
     raise ConfigError(f'early_stopping.patience must be an integer >= 0 (0 = off), got '
@@ -464,7 +474,7 @@ class Run:
   mesh: Any
   splits: dict
   model: Any
-  bneck: dict
+  bneck: dict | None  # None: a classifier
   trainer: Trainer
   ckpts: Checkpoints
   state: Any
@@ -625,7 +635,7 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
           f'needs a validation split, and {config.data.name} has none here; set '
           '--config.data.validation_size to a number of images, or turn it off '
           '(--config.early_stopping.patience=0, --config.selection_metric=).')
-  model = models_lib.build_model(config.model, train.image_shape)
+  model = models_lib.build_model(config.model, train.image_shape, train.num_classes)
   bneck = models_lib.bottleneck(model)
   steps_per_epoch = train.n // config.batch_size
   trainer = Trainer(config, model, mesh, steps_per_epoch, members=(
@@ -644,7 +654,7 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
                '' if train.on_device else ', training data streamed from the host',
                '' if members is None else f', {len(members)} members trained together')
   logging.info('%s', models_lib.describe_bottleneck(bneck))
-  if bneck['compression_ratio'] <= 1:
+  if bneck is not None and bneck['compression_ratio'] <= 1:
     logging.warning('The code (%d floats) is at least as large as the input (%d): this model '
                     'compresses nothing (fine for denoising, not for compression studies).',
                     bneck['floats'], bneck['input_floats'])
@@ -732,7 +742,8 @@ def train_call(run: Run):
     _epoch_order(run, epoch, offset)
   k = min(run.steps_per_call, run.steps_per_epoch - offset)
   if train.on_device:
-    run.state, loss = run.trainer.train_chunk(k, True)(run.state, train.images, run.perm, offset)
+    run.state, loss = run.trainer.train_chunk(k, True)(run.state, train.images, train.labels,
+                                                       run.perm, offset)
   else:
     run.state, loss = run.trainer.train_chunk(k, False)(run.state, run.prefetch.get())
   run.step += k
@@ -800,8 +811,9 @@ def evaluate_and_save(run: Run, epoch: int):
   improved, scores = False, None
   if run.splits['validation'].n:
     vals = run.trainer.evaluate(run.state, run.splits['validation'])
-    sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
-    recons = run.trainer.reconstruct(run.state, sample)
+    if run.trainer.task.reconstructs:
+      sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
+      recons = run.trainer.reconstruct(run.state, sample)
     es_metric, selection = config.early_stopping.metric, selection_metric(config)
     scores = [(-1.0 if selection in MINIMIZED else 1.0) * v[selection] if d is None
               else float('nan') for v, d in zip(vals, meta['diverged_at'])]
@@ -810,8 +822,8 @@ def evaluate_and_save(run: Run, epoch: int):
       logging.info('epoch %d step %d validation%s: %s', epoch, step,
                    f' ({member.name})' if run.grouped else '',
                    ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
-      grid = writers.reconstruction_grid(sample / 255.0, recons[m])
-      if writers.is_writer():
+      if run.trainer.task.reconstructs and writers.is_writer():
+        grid = writers.reconstruction_grid(sample / 255.0, recons[m])
         writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{step:08d}.png'),
                          grid)
         member.writer.image(step, 'validation/reconstructions', grid)
@@ -900,7 +912,8 @@ def finish(run: Run) -> list[dict]:
   has_val, has_test = run.splits['validation'].n > 0, run.splits['test'].n > 0
   shown = run.splits['test' if has_test else 'validation']
   evaluated = {}  # kept step -> (test, validation, reconstructions) of every member there
-  sample = run.trainer.sample_images(shown, config.num_sample_images)
+  pictures = run.trainer.task.reconstructs
+  sample = run.trainer.sample_images(shown, config.num_sample_images) if pictures else None
   results = []
   for m, member in enumerate(run.members):
     c = member.config
@@ -913,9 +926,11 @@ def finish(run: Run) -> list[dict]:
         'selection_metric': selection_metric(config) if has_val else None,
         'best_step': kept, 'total_steps': run.total_steps,
         'stopped_early': meta['stopped_early'], 'diverged_at_step': meta['diverged_at'][m],
-        'bottleneck_floats': run.bneck['floats'], 'bottleneck_parts': run.bneck['parts'],
-        'input_floats': run.bneck['input_floats'],
-        'compression_ratio': run.bneck['compression_ratio'],
+        'task': tasks.task_name(c),
+        **({} if run.bneck is None else {
+            'bottleneck_floats': run.bneck['floats'], 'bottleneck_parts': run.bneck['parts'],
+            'input_floats': run.bneck['input_floats'],
+            'compression_ratio': run.bneck['compression_ratio']}),
         'bottleneck_text': models_lib.describe_bottleneck(run.bneck),
         'parameters': run.n_params, 'train_seconds': meta['train_seconds'],
         'images_per_second': meta['images_per_second'], 'devices': run.mesh.devices.size,
@@ -930,9 +945,9 @@ def finish(run: Run) -> list[dict]:
         evaluated[kept] = tuple(
             run.trainer.evaluate(state, run.splits[name]) if ok else [None] * len(run.members)
             for name, ok in (('test', has_test), ('validation', has_val))
-        ) + (run.trainer.reconstruct(state, sample),)
+        ) + (run.trainer.reconstruct(state, sample) if pictures else [None] * len(run.members),)
       test, val, recon = (x[m] for x in evaluated[kept])
-      if writers.is_writer():  # the first test images and their reconstructions (studies' grids)
+      if pictures and writers.is_writer():  # the first test images and their reconstructions
         np.savez_compressed(os.path.join(member.workdir, 'test_samples.npz'),
                             images=sample, reconstructions=recon)
       for name, values in (('test', test), ('validation', val)):
@@ -941,9 +956,9 @@ def finish(run: Run) -> list[dict]:
       reported = test if has_test else val
       if has_test:
         member.writer.write(kept, 'test', test)
-      logging.info('%s%s: PSNR %.2f dB, SSIM %.4f, MSE %.5f (%s, step %s).',
+      logging.info('%s%s: %s (%s, step %s).',
                    result['eval_split'].capitalize(), f' ({member.name})' if run.grouped else '',
-                   reported['psnr'], reported['ssim'], reported['mse'],
+                   run.trainer.task.summary(reported),
                    f'best checkpoint by validation {selection_metric(config)}' if has_val
                    else 'last model: no validation split', kept)
     writers.write_results(member.workdir, result)

@@ -91,6 +91,10 @@ RESULT_COLUMNS = (  # 'SPLIT': the reported split (test, or validation where the
     ('bottleneck floats', 'bottleneck_floats'), ('compression ratio', 'compression_ratio'),
     ('parameters', 'parameters'), ('training time (s)', 'train_seconds'),
     ('images/s', 'images_per_second'))
+CLASSIFIER_COLUMNS = (
+    ('model', 'model'), ('data', 'data'), ('SPLIT accuracy', 'SPLIT_accuracy'),
+    ('SPLIT cross-entropy', 'SPLIT_cross_entropy'), ('parameters', 'parameters'),
+    ('training time (s)', 'train_seconds'), ('images/s', 'images_per_second'))
 
 
 def write_results(workdir: str, results: dict):
@@ -106,17 +110,20 @@ def write_results(workdir: str, results: dict):
     return str(v)
 
   split = results.get('eval_split', 'test')
-  header = '| ' + ' | '.join(name.replace('SPLIT', split) for name, _ in RESULT_COLUMNS) + ' |'
-  rule = '|' + '---|' * len(RESULT_COLUMNS)
+  classifier = results.get('task') == 'classification'
+  columns = CLASSIFIER_COLUMNS if classifier else RESULT_COLUMNS
+  header = '| ' + ' | '.join(name.replace('SPLIT', split) for name, _ in columns) + ' |'
+  rule = '|' + '---|' * len(columns)
   row = '| ' + ' | '.join(fmt(results.get(key.replace('SPLIT', split), ''))
-                          for _, key in RESULT_COLUMNS) + ' |'
+                          for _, key in columns) + ' |'
   metric = results.get('selection_metric')
   kept = (f"the best checkpoint by validation {metric} (step {results.get('best_step')})"
           if metric else f"the last model (step {results.get('best_step')}): no validation split")
   notes = (
-      '\nPSNR is the mean of per-image PSNRs (pixel range 1.0); SSIM is dm-pix\'s '
-      '(11-tap Gaussian, sigma 1.5, valid filtering), mean of per-image values. '
-      f'Metrics are on the {split} split'
+      ('\nAccuracy: the share of images whose highest logit is their label. ' if classifier else
+       '\nPSNR is the mean of per-image PSNRs (pixel range 1.0); SSIM is dm-pix\'s '
+       '(11-tap Gaussian, sigma 1.5, valid filtering), mean of per-image values. ')
+      + f'Metrics are on the {split} split'
       f"{' (the data set has no test split here)' if split != 'test' else ''}, with {kept}."
       f"\n\n{results.get('bottleneck_text', '')}\n")
   with open(os.path.join(workdir, 'results.md'), 'w') as f:

@@ -90,7 +90,7 @@ def test_skips_change_the_output_and_carry_encoder_features():
 
 
 @pytest.mark.parametrize('shape', [(25, 25, 1), (64, 48, 3), (17, 33, 2)])
-@pytest.mark.parametrize('name', sorted(models.MODELS))
+@pytest.mark.parametrize('name', models.autoencoder_names())
 def test_any_input_size(name, shape):
   model = models.build_model(cfg(name=name, latent_dim=16, hidden_dim=32), shape)
   x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
@@ -236,3 +236,36 @@ def test_models_with_either_formulation_are_the_same_function():
 def test_bad_model_config(bad, match):
   with pytest.raises(ConfigError, match=match):
     models.build_model(cfg(**bad), (32, 32, 3))
+
+
+@pytest.mark.parametrize('rate,floats', [(2, 16 * 16 * 32), (4, 8 * 8 * 32), (8, 4 * 4 * 32),
+                                         (16, 2 * 2 * 32)])
+def test_rate_cae_code_shrinks_height_and_width_by_the_rate(rate, floats):
+  """S2: rate r = how many times height and width shrink; 32 code channels (32x4x4 at r=8)."""
+  model = models.build_model(cfg(name='rate_cae', rate=rate), (32, 32, 3))
+  b = models.bottleneck(model)
+  assert b['floats'] == floats and b['parts'] == {'latent': floats}
+  v = model.init({'params': jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)))
+  code = model.apply(v, jnp.zeros((2, 32, 32, 3)), method='encode')['latent']
+  assert code.shape == (2, 32 // rate, 32 // rate, 32)
+  y = model.apply(v, jax.random.uniform(jax.random.key(1), (2, 32, 32, 3)))['reconstruction']
+  assert y.shape == (2, 32, 32, 3) and float(y.min()) >= 0 and float(y.max()) <= 1
+
+
+@pytest.mark.parametrize('bad', [3, 0, 32, True])
+def test_rate_cae_refuses_other_rates(bad):
+  with pytest.raises(ConfigError, match='model.rate must be one of 2, 4, 8, 16'):
+    models.build_model(cfg(name='rate_cae', rate=bad), (32, 32, 3))
+
+
+@pytest.mark.parametrize('shape,params', [((32, 32, 3), 62006), ((28, 28, 1), 61706)])
+def test_lenet5_is_lenet5(shape, params):
+  """LeNet-5's parameter count (62,006 for 32x32x3 and 10 classes, as in PyTorch's CIFAR-10
+  tutorial; 28x28 inputs are padded to 32x32, so MNIST's count differs only in conv1)."""
+  model = models.build_model(cfg(name='lenet5'), shape, num_classes=10)
+  v = model.init({'params': jax.random.key(0)}, jnp.zeros((1, *shape)))
+  assert sum(a.size for a in jax.tree.leaves(v['params'])) == params
+  assert model.apply(v, jnp.zeros((4, *shape)))['logits'].shape == (4, 10)
+  assert models.bottleneck(model) is None
+  with pytest.raises(ConfigError, match='class'):
+    models.build_model(cfg(name='lenet5'), shape, num_classes=1)

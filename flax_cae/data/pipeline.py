@@ -87,14 +87,15 @@ def host_copy(x: jax.Array) -> np.ndarray:
   return np.asarray(x.addressable_data(0))
 
 
-def device_batch(images: jax.Array, perm: jax.Array, j, batch_size: int,
-                 sharding: NamedSharding) -> jax.Array:
-  """Batch j of an epoch, gathered on the devices: images[perm[j * B:(j + 1) * B]].
+def device_batch(data, perm: jax.Array, j, batch_size: int, sharding: NamedSharding):
+  """Batch j of an epoch, gathered on the devices: x[perm[j * B:(j + 1) * B]] for each
+  array x of `data` (images, or (images, labels)).
 
   Traceable (used inside the compiled train step); the result is sharded along the batch axis.
   """
   idx = jax.lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
-  return jax.lax.with_sharding_constraint(jnp.take(images, idx, axis=0), sharding)
+  return jax.tree.map(
+      lambda x: jax.lax.with_sharding_constraint(jnp.take(x, idx, axis=0), sharding), data)
 
 
 @dataclasses.dataclass
@@ -102,14 +103,17 @@ class Split:
   """One split of a data set.
 
   `images` is a global uint8 array [n_padded, H, W, C] sharded along the batch axis
-  when the split lives on the devices, else None and `source` is read per batch.
-  Rows past `n` are zero padding (so every device holds the same number of rows).
+  when the split lives on the devices, else None and `source` is read per batch; `labels`
+  (int32 [n_padded], sharded the same way) likewise. Rows past `n` are zero padding (so
+  every device holds the same number of rows).
   """
   name: str
   n: int
   image_shape: tuple[int, int, int]
   images: jax.Array | None = None
   source: Any = None
+  labels: jax.Array | None = None
+  num_classes: int = 0
 
   @property
   def on_device(self) -> bool:
@@ -119,19 +123,23 @@ class Split:
     """uint8 [len(indices), H, W, C] read from the host source (streaming path)."""
     return sources.load_arrays(self.source, indices)['image']
 
-  def global_batch(self, indices: np.ndarray, sharding: NamedSharding, axis: int = 0) -> jax.Array:
-    """Images at `indices` (any shape; axis `axis` is the sharded batch axis; entries
-    outside [0, n) give zero padding) as a global array. Each process reads only the
+  def global_batch(self, indices: np.ndarray, sharding: NamedSharding,
+                   axis: int = 0) -> tuple[jax.Array, jax.Array]:
+    """(images, labels) at `indices` (any shape; axis `axis` is the sharded batch axis;
+    entries outside [0, n) give zero padding) as global arrays. Each process reads only the
     rows its devices hold."""
     rows = process_rows(sharding, indices.shape[axis], axis)
     local = indices[(slice(None),) * axis + (rows,)]
     flat = local.ravel()
     valid = (flat >= 0) & (flat < self.n)
-    out = np.zeros((flat.size, *self.image_shape), np.uint8)
+    images = np.zeros((flat.size, *self.image_shape), np.uint8)
+    labels = np.zeros((flat.size,), np.int32)
     if valid.any():
-      out[valid] = self.host_batch(flat[valid])
-    return to_global(out.reshape(*local.shape, *self.image_shape), sharding,
-                     (*indices.shape, *self.image_shape))
+      read = sources.load_arrays(self.source, flat[valid])
+      images[valid], labels[valid] = read['image'], read['label']
+    return (to_global(images.reshape(*local.shape, *self.image_shape), sharding,
+                      (*indices.shape, *self.image_shape)),
+            to_global(labels.reshape(local.shape), sharding, indices.shape))
 
 
 def pad_to(x: np.ndarray, length: int) -> np.ndarray:
@@ -147,6 +155,7 @@ def load_split(data_config, split: str, mesh: Mesh, pad_multiple: int) -> Split:
   source = sources.get_source(data_config.name, split, **kw)
   shape = tuple(sources.image_shape(data_config.name, **prepare_kwargs(data_config)))
   n = len(source)
+  num_classes = len(getattr(source, 'class_names', ()))
   nbytes = n * int(np.prod(shape))
   if nbytes <= data_config.device_memory_limit_mb * 2**20:
     # Zero rows pad the split so every device holds as many rows; each process
@@ -155,11 +164,13 @@ def load_split(data_config, split: str, mesh: Mesh, pad_multiple: int) -> Split:
     sharding = batch_sharding(mesh)
     rows = process_rows(sharding, n_padded)
     real = np.arange(rows.start, min(rows.stop, n))
-    local = sources.load_arrays(source, real)['image'] if len(real) else np.zeros(
-        (0, *shape), np.uint8)
-    images = to_global(pad_to(local, rows.stop - rows.start), sharding, (n_padded, *shape))
-    return Split(split, n, shape, images=images)
-  return Split(split, n, shape, source=source)
+    local = sources.load_arrays(source, real) if len(real) else {
+        'image': np.zeros((0, *shape), np.uint8), 'label': np.zeros((0,), np.int32)}
+    images = to_global(pad_to(local['image'], rows.stop - rows.start), sharding,
+                       (n_padded, *shape))
+    labels = to_global(pad_to(local['label'], rows.stop - rows.start), sharding, (n_padded,))
+    return Split(split, n, shape, images=images, labels=labels, num_classes=num_classes)
+  return Split(split, n, shape, source=source, num_classes=num_classes)
 
 
 def source_kwargs(data_config) -> dict:

@@ -4,6 +4,7 @@ import dataclasses
 import math
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -19,6 +20,7 @@ class ModelSpec(NamedTuple):
   paper: str
   allows_skips: bool = False
   encoder_residual: str = ''
+  torch_mirror: bool = True  # benchmarks/torch_reference.py has a PyTorch copy to race it
 
 
 MODELS = {
@@ -32,21 +34,40 @@ MODELS = {
     'improved_cae_res_interp': ModelSpec(
         ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
         'S1 ImprovedCAE with residuals inside the encoder, resized by bilinear interpolation '
-        'and zero channels', allows_skips=True, encoder_residual='interpolate'),
+        'and zero channels', allows_skips=True, encoder_residual='interpolate',
+        torch_mirror=False),
+    'rate_cae': ModelSpec(ae.RateCAEEncoder, ae.RateCAEDecoder, (),
+                          'S2: log2(model.rate) conv + ReLU + max-pool stages, decoder of '
+                          'nearest-neighbour upsampling + conv', torch_mirror=False),
+    'lenet5': ModelSpec(ae.LeNet5, None, (), "S2's classifier: LeNet-5 (softmax over the "
+                        "data set's classes)", torch_mirror=False),
     'improved_cae_res_conv': ModelSpec(
         ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
         'S1 ImprovedCAE with residuals inside the encoder, resized by a strided 1x1 conv',
-        allows_skips=True, encoder_residual='resample'),
+        allows_skips=True, encoder_residual='resample', torch_mirror=False),
 }
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+CLASSIFIERS = ('lenet5',)  # models whose output is {'logits'}: trained by tasks.Classification
+RATES = (2, 4, 8, 16)      # rate_cae's model.rate (S2)
+
+
+def rate_widths(rate: int) -> tuple[int, ...]:
+  """rate_cae's default channels per stage: 16 then 32s, so the code has 32 channels at every
+  rate (S2: 32x4x4 at rate 8)."""
+  n = ae.rate_stages(rate)
+  return (32,) if n == 1 else (16,) + (32,) * (n - 1)
 
 
 def model_names() -> list[str]:
   return sorted(MODELS)
 
 
-def build_model(config, image_shape) -> ae.Autoencoder:
+def autoencoder_names() -> list[str]:
+  return [n for n in model_names() if n not in CLASSIFIERS]
+
+
+def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   """Builds the model named `config.name` for inputs of `image_shape` (H, W, C).
 
   `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
@@ -58,11 +79,26 @@ def build_model(config, image_shape) -> ae.Autoencoder:
   if config.name not in MODELS:
     raise unknown_name('model', config.name, MODELS)
   spec = MODELS[config.name]
-  widths = tuple(config.get('widths') or spec.widths)
-  if len(widths) != len(spec.widths):
+  rate = config.get('rate', 8)
+  default_widths = spec.widths
+  if config.name == 'rate_cae':
+    if isinstance(rate, bool) or rate not in RATES:
+      raise ConfigError(f'model.rate must be one of {", ".join(map(str, RATES))} (how many '
+                        f'times height and width shrink), got {rate!r}.')
+    default_widths = rate_widths(rate)
+    if min(image_shape[:2]) < rate:
+      raise ConfigError(f'model.rate={rate} shrinks {image_shape[0]}x{image_shape[1]} images '
+                        'below one pixel; choose a smaller --config.model.rate.')
+  widths = tuple(config.get('widths') or default_widths)
+  if config.name in CLASSIFIERS:
+    widths = ()
+    if num_classes < 2:
+      raise ConfigError(f'{config.name} classifies, but the data set has {num_classes} '
+                        'class(es); use a data set with labels of at least two classes.')
+  elif len(widths) != len(default_widths):
     raise ConfigError(
-        f'model.widths for {config.name} needs {len(spec.widths)} entries (one per stage), '
-        f'got {widths}; e.g. --config.model.widths="{spec.widths}".')
+        f'model.widths for {config.name} needs {len(default_widths)} entries (one per stage), '
+        f'got {widths}; e.g. --config.model.widths="{default_widths}".')
   skips = tuple(sorted(config.get('skips') or ()))
   if skips and not spec.allows_skips:
     raise ConfigError(f'model.skips is only supported by improved_cae (and its _res variants), not {config.name}; '
@@ -99,18 +135,24 @@ def build_model(config, image_shape) -> ae.Autoencoder:
       dtype=DTYPES[dtype],
       transposed_conv=transposed_conv,
       conv_input_grad=conv_input_grad,
+      rate=rate if config.name == 'rate_cae' else 0,
+      num_classes=num_classes if config.name in CLASSIFIERS else 0,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
+  if config.name in CLASSIFIERS:
+    return ae.Classifier(opts, spec.encoder)
   return ae.Autoencoder(opts, spec.encoder, spec.decoder)
 
 
-def bottleneck(model: ae.Autoencoder) -> dict:
+def bottleneck(model: nn.Module) -> dict | None:
   """The floats that pass from encoder to decoder for one image, and the compression ratio.
 
   Computed from the shapes of the code the encoder really returns (no FLOPs spent),
   so skip tensors count. ratio = input floats / bottleneck floats; < 1 means the
   "code" holds more numbers than the image.
   """
+  if isinstance(model, ae.Classifier):
+    return None  # a classifier has no code
   shape = model.opts.image_shape
   x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
   key = jax.random.key(0)
@@ -123,7 +165,9 @@ def bottleneck(model: ae.Autoencoder) -> dict:
           'compression_ratio': inputs / floats}
 
 
-def describe_bottleneck(b: dict) -> str:
+def describe_bottleneck(b: dict | None) -> str:
+  if b is None:
+    return 'no bottleneck: a classifier'
   parts = ' + '.join(f'{k} {v}' for k, v in b['parts'].items())
   text = (f"bottleneck: {b['floats']} floats ({parts}) for an input of {b['input_floats']}, "
           f"compression ratio {b['compression_ratio']:.2f}x")

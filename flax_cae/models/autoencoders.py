@@ -186,6 +186,84 @@ class ImprovedCAEDecoder(nn.Module):
     return _output(x)
 
 
+# --- S2: "Convolutional autoencoder and learnings on image compression" --------------
+
+
+def rate_stages(rate: int) -> int:
+  """log2 of S2's compression rate: the number of stride-2 stages."""
+  return int(rate).bit_length() - 1
+
+
+class RateCAEEncoder(nn.Module):
+  """S2's CAE encoder: log2(rate) stages of conv 3x3 + ReLU + 2x2 max-pool; the code is the
+  last stage's map, [H / rate, W / rate, widths[-1]] (S2: 32x4x4 at rate 8)."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    for w in o.widths:
+      x = max_pool_2x2(norm_act_dropout(_conv(w, 1, o)(x), o, train))
+    return {'latent': x}
+
+
+class RateCAEDecoder(nn.Module):
+  """S2's decoder: per stage, nearest-neighbour upsampling to the mirrored encoder size and a
+  conv 3x3 (+ ReLU), the last conv to the image's channels and a sigmoid."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    sizes = _stage_sizes(o, [2] * len(o.widths))
+    x = code['latent']
+    out_widths = _decoder_widths(o)
+    for i, (feat, (h, w)) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
+      x = jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), 'nearest')
+      x = _conv(feat, 1, o)(x)
+      if i < len(out_widths) - 1:
+        x = norm_act_dropout(x, o, train)
+    return _output(x)
+
+
+# --- S2's classifier ----------------------------------------------------------------
+
+
+class LeNet5(nn.Module):
+  """LeNet-5 as S2 (and PyTorch's CIFAR-10 tutorial) use it: conv 5x5 (6) + ReLU + 2x2
+  max-pool, conv 5x5 (16) + ReLU + 2x2 max-pool, dense 120, 84 (ReLU), dense to the classes.
+  Inputs smaller than 32x32 (MNIST's 28x28) are zero-padded to 32x32, as LeCun padded MNIST."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    o = self.opts
+    h, w = x.shape[1:3]
+    ph, pw = max(0, 32 - h), max(0, 32 - w)
+    x = jnp.pad(x.astype(o.dtype), ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2),
+                                     (0, 0)))
+    for features in (6, 16):
+      x = nn.Conv(features, (5, 5), padding='VALID', dtype=o.dtype, param_dtype=jnp.float32)(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+    x = x.reshape(x.shape[0], -1)
+    for features in (120, 84):
+      x = nn.relu(_dense(features, o)(x))
+    return _dense(o.num_classes, o)(x).astype(jnp.float32)
+
+
+class Classifier(nn.Module):
+  """A classifier in the registry's shape: `__call__` returns {'logits': [B, classes]}."""
+  opts: ModelOptions
+  net_cls: type
+
+  def setup(self):
+    self.net = self.net_cls(self.opts)
+
+  def __call__(self, x, train: bool = False) -> dict:
+    return {'logits': self.net(x, train)}
+
+
 class Autoencoder(nn.Module):
   """An encoder/decoder pair. `__call__` returns a dict so other models (a VAE's mean and
   log-variance, say) can add outputs without changing the training loop."""

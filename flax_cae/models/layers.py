@@ -42,6 +42,8 @@ class ModelOptions:
   encoder_residual: str = ''  # improved_cae_res_*: '' | 'interpolate' | 'resample' (S1's tries)
   transposed_conv: str = 'subpixel'  # or 'dilated' (XLA's zero-insertion form); same function
   conv_input_grad: str = 'xla'  # or 'subpixel' (conv_subpixel_input_grad); same gradients
+  rate: int = 0  # rate_cae: S2's compression rate (how much height and width shrink)
+  num_classes: int = 0  # classifiers: the data set's number of classes
 
   @property
   def act(self) -> Callable:
