@@ -15,6 +15,13 @@ writes in DIR:
   psnr_ssim.png                 test PSNR and SSIM per member (bars; PCA as reference)
   validation_psnr.png           validation PSNR curves of all members on one plot
   reconstructions.png           the same test images: originals, then a row per member, PCA
+  classifier/                   with study.classifier: the classifier trained on the originals
+  <x>_curves.png, codes.png     with study.x_axis (S2: model.rate): accuracy ratio and PSNR
+                                against x, models and PCA; per member original/code/output
+
+With a classifier (trained here from `study.classifier`'s overrides of the base config, or
+a finished one given as `study.classifier_workdir`), every row also has the classifier's
+accuracy on the test images, on their reconstructions and the ratio (S2), PCA rows too.
 
 Run again, the study skips finished members (those with results.json) and resumes a
 member in progress from its checkpoint, exactly as a single run resumes.
@@ -32,6 +39,7 @@ import numpy as np
 from absl import logging
 
 from flax_cae import baselines, errors, machine, models, train, writers
+from flax_cae import evaluate as evaluate_lib
 from flax_cae import workdir as workdir_lib
 from flax_cae.data import pipeline
 from flax_cae.errors import ConfigError
@@ -49,10 +57,11 @@ STUDY_DATA = {
     'cinic10': dict(name='cinic10', validation_size=0, test_size=0),
 }
 
-CSV_COLUMNS = ('member', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim', 'test_ssim_std',
+CSV_COLUMNS = ('member', 'x', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim', 'test_ssim_std',
                'test_mse', 'test_mse_std', 'final_validation_loss', 'bottleneck_floats',
                'compression_ratio', 'parameters', 'train_seconds', 'images_per_second',
-               'learning_rate', 'learning_rate_tuned', 'diverged', 'note')
+               'learning_rate', 'learning_rate_tuned', 'accuracy_original',
+               'accuracy_reconstruction', 'accuracy_ratio', 'diverged', 'note')
 
 
 def is_study(config) -> bool:
@@ -82,6 +91,9 @@ def _check_study(study, base):
     raise errors.unknown_name('study.train_together', study.train_together, TOGETHER)
   if study.data and study.data not in STUDY_DATA:
     raise errors.unknown_name('study.data', study.data, STUDY_DATA)
+  if study.x_axis and study.x_axis not in train.flat_config(base):
+    raise ConfigError(f'study.x_axis={study.x_axis!r} is not a config field; give one the '
+                      'members vary, e.g. --config.study.x_axis=model.rate.')
   only = [n for n in study.only.split(',') if n] if study.only else []
   for name in only:
     if name not in study.members:
@@ -120,6 +132,8 @@ def plan(config):
     # The model's own checks (widths per stage, skips) need no data: the shape is a stand-in.
     models.build_model(c.model, (32, 32, c.data.get('channels', 3)))
     members.append((name, [_with_seed(c, c.seed + s) for s in range(study.num_seeds)]))
+  if len(study.classifier) and not study.classifier_workdir:
+    classifier_config(base, study)  # its names and values, before anything is trained
   return base, study, members
 
 
@@ -242,6 +256,53 @@ def tune_learning_rates(base, study, members, workdir, splits, together) -> dict
   return chosen
 
 
+def classifier_config(base, study):
+  """The base config with study.classifier's overrides (e.g. model.name=lenet5)."""
+  c = copy.deepcopy(base)
+  _update(c, study.classifier, 'study.classifier')
+  if c.model.name not in models.CLASSIFIERS:
+    raise ConfigError(f'study.classifier trains a {c.model.name}, which is not a classifier; '
+                      f'set its model.name to one of {", ".join(models.CLASSIFIERS)}.')
+  train.validate(c, 1)
+  return c
+
+
+def get_classifier(base, study, workdir, splits):
+  """The study's classifier, loaded from study.classifier_workdir or trained on the
+  original training images in WORKDIR/classifier (once; a rerun reuses it). None when the
+  study has none; {'preempted': True} when SIGTERM stopped its training."""
+  if study.classifier_workdir:
+    trained = evaluate_lib.load_trained(study.classifier_workdir,
+                                        '--config.study.classifier_workdir')
+  elif len(study.classifier):
+    c = classifier_config(base, study)
+    cdir = os.path.join(workdir, 'classifier')
+    out = train_jobs([('classifier', cdir, c)], workdir, splits, False, '')
+    if out.get('preempted'):
+      return out
+    trained = evaluate_lib.load_trained(cdir)
+  else:
+    return None
+  evaluate_lib.check_compatible(trained, splits['train'].image_shape, 'this study\'s data')
+  return trained
+
+
+def classifier_scores(classifier, split, rows):
+  """Adds the classifier's accuracies (S2) to each member row, mean over its seeds."""
+  for row in rows:
+    runs = [evaluate_lib.score_with_classifier(classifier, split, ae.reconstruct)
+            for d in row['workdirs'] if (ae := _loaded(d)) is not None]
+    for key in ('accuracy_original', 'accuracy_reconstruction', 'accuracy_ratio'):
+      row[key] = _mean_std([r[key] for r in runs])[0]
+
+
+def _loaded(member_dir):
+  result = _done(member_dir)
+  if result is None or result.get('diverged_at_step') is not None:
+    return None
+  return evaluate_lib.load_trained(member_dir)
+
+
 def run_study(config, workdir: str) -> dict:
   """Trains every member of the study `config` in `workdir` and writes its tables and
   figures (see the module docstring). Returns {'rows': [...], 'pca': [...]}."""
@@ -255,6 +316,11 @@ def run_study(config, workdir: str) -> dict:
       base.eval_batch_size = base.batch_size
     train.validate(base, mesh.devices.size)
     splits = train.load_data(base, mesh)  # read once, shared by every member
+
+  classifier = get_classifier(base, study, workdir, splits)
+  if isinstance(classifier, dict):
+    logging.warning('Study stopped by SIGTERM; run the same command to resume it.')
+    return {'preempted': True}
 
   chosen = {}
   if study.tune_learning_rate:
@@ -278,11 +344,21 @@ def run_study(config, workdir: str) -> dict:
                        os.path.join(workdir, 'members', _member_key(name, s, study.num_seeds)))
                       for s in range(study.num_seeds)], chosen.get(name))
           for name, _ in members]
+  shown = splits['test'] if splits['test'].n else splits['validation']
+  if classifier is not None:
+    classifier_scores(classifier, shown, rows)
+  for name, configs in members:
+    if study.x_axis:
+      next(r for r in rows if r['member'] == name)['x'] = train.flat_config(configs[0])[study.x_axis]
   input_floats = int(np.prod(splits['train'].image_shape))
-  pca_rows, pca_images = pca_baseline(splits, rows, input_floats, study.num_grid_images)
+  pca_rows, pca_images = pca_baseline(splits, rows, input_floats, study.num_grid_images,
+                                      classifier)
   if writers.is_writer():
-    write_tables(workdir, study, rows, pca_rows, base, splits)
+    write_tables(workdir, study, rows, pca_rows, base, splits, classifier)
     write_figures(workdir, rows, pca_rows, pca_images, study.num_grid_images)
+    if study.x_axis:
+      write_x_figures(workdir, study.x_axis, rows, pca_rows, shown, study.num_grid_images,
+                      classifier is not None)
   logging.info('Study written to %s (study.md, study.csv, *.png).', workdir)
   return {'rows': rows, 'pca': pca_rows}
 
@@ -329,10 +405,11 @@ def _row(name, runs, tuned):
   return row
 
 
-def pca_baseline(splits, rows, input_floats, n_images):
+def pca_baseline(splits, rows, input_floats, n_images, classifier=None):
   """PCA fitted on the training split, scored on the test split with as many floats as
   each member's bottleneck (only where that is smaller than the image: else the identity
-  is a perfect 'code'). Returns (rows, {floats: reconstructions of the first test images})."""
+  is a perfect 'code'), and by the classifier if there is one. Returns (rows, {floats:
+  reconstructions of the first test images})."""
   sizes = sorted({r['bottleneck_floats'] for r in rows
                   if r['bottleneck_floats'] and r['bottleneck_floats'] < input_floats})
   if not sizes:
@@ -346,7 +423,14 @@ def pca_baseline(splits, rows, input_floats, n_images):
     out.append({'member': f'PCA ({k} floats)', 'seeds': 1, 'test_psnr': s['psnr'],
                 'test_ssim': s['ssim'], 'test_mse': s['mse'], 'bottleneck_floats': k,
                 'compression_ratio': input_floats / k, 'parameters': k * (input_floats + 1),
+                'x': next((r.get('x') for r in rows if r['bottleneck_floats'] == k), None),
                 'note': 'linear code fitted on the training split'})
+    if classifier is not None:
+      scored = evaluate_lib.score_with_classifier(
+          classifier, splits['test'] if splits['test'].n else splits['validation'],
+          lambda images, k=k: pca.reconstruct(images, k))
+      out[-1].update({key: scored[key] for key in ('accuracy_original',
+                                                  'accuracy_reconstruction', 'accuracy_ratio')})
     images[k] = np.asarray(pca.reconstruct(first, k))
   return out, images
 
@@ -372,14 +456,18 @@ def _pm(row, key, digits):
   return _fmt(mean, digits)
 
 
-def write_tables(workdir, study, rows, pca_rows, base, splits):
+def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
   with open(os.path.join(workdir, 'study.csv'), 'w', newline='') as f:
     w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction='ignore')
     w.writeheader()
     for r in rows + pca_rows:
       w.writerow({k: r.get(k, '') for k in CSV_COLUMNS})
-  header = ('| member | test PSNR (dB) | test SSIM | test MSE | final val. loss | bottleneck floats '
-            '| compression | parameters | train time (s) | images/s | learning rate | note |')
+  x_name = study.x_axis.split('.')[-1] if study.x_axis else ''
+  header = ('| member |' + (f' {x_name} |' if x_name else '')
+            + ' test PSNR (dB) | test SSIM | test MSE | final val. loss | bottleneck floats '
+            '| compression |' + (' classifier accuracy: originals | reconstructions | ratio |'
+                                 if classifier else '')
+            + ' parameters | train time (s) | images/s | learning rate | note |')
   lines = [f'# Study: {study.name}', '',
            f'Data: {base.data.name}, {"x".join(map(str, splits["train"].image_shape))}: '
            f'{splits["train"].n:,} train / {splits["validation"].n:,} validation / '
@@ -389,15 +477,19 @@ def write_tables(workdir, study, rows, pca_rows, base, splits):
            f'(learning rate {base.optimizer.learning_rate:g}), batch {base.batch_size}, '
            f'{base.num_epochs} epochs. {study.num_seeds} seed(s) per member (mean ± sample std '
            f'over seeds). Device: {machine.device()}.', '',
-           header, '|' + '---|' * 12]
+           header, '|' + '---|' * header.count(' |')]
   for r in rows + pca_rows:
     lr = r.get('learning_rate')
     lr_text = '' if lr is None else f'{lr:g}' + (' (tuned)' if r.get('learning_rate_tuned') else '')
     ratio = r.get('compression_ratio')
     lines.append('| ' + ' | '.join([
-        r['member'], _pm(r, 'test_psnr', 2), _pm(r, 'test_ssim', 4), _pm(r, 'test_mse', 5),
+        r['member'], *([_fmt(r.get('x'))] if x_name else []),
+        _pm(r, 'test_psnr', 2), _pm(r, 'test_ssim', 4), _pm(r, 'test_mse', 5),
         _fmt(r.get('final_validation_loss'), 5), _fmt(r.get('bottleneck_floats')),
-        '–' if not ratio else f'{ratio:.2f}x', _fmt_int(r.get('parameters')),
+        '–' if not ratio else f'{ratio:.2f}x',
+        *([_fmt(r.get(k), 4) for k in ('accuracy_original', 'accuracy_reconstruction',
+                                       'accuracy_ratio')] if classifier else []),
+        _fmt_int(r.get('parameters')),
         _fmt(r.get('train_seconds'), 0), _fmt(r.get('images_per_second'), 0), lr_text,
         r.get('note', '')]) + ' |')
   lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SSIM: dm-pix (11-tap Gaussian, '
@@ -406,6 +498,14 @@ def write_tables(workdir, study, rows, pca_rows, base, splits):
             'with as many floats as the bottleneck above it, fitted on the training split, '
             'scored on the same test images. "not a compression": the decoder receives at least '
             'as many floats as the image holds.', '']
+  if classifier is not None:
+    c = classifier.results
+    lines[-1:-1] = [
+        '', f'Classifier: {c["model"]} ({classifier.workdir}), trained on the original training '
+        f'images ({c.get("test_accuracy", c.get("validation_accuracy", math.nan)):.4f} '
+        f'{c.get("eval_split", "test")} accuracy in its own run). Accuracy: the share of test '
+        'images it labels correctly, on the originals and on each row\'s reconstructions (as '
+        '8-bit images); ratio = reconstructions / originals (S2\'s "performance ratio").']
   with open(os.path.join(workdir, 'study.md'), 'w') as f:
     f.write('\n'.join(lines))
 
@@ -491,3 +591,90 @@ def write_figures(workdir, rows, pca_rows, pca_images, n_images):
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, 'reconstructions.png'), dpi=110)
     plt.close(fig)
+
+
+def write_x_figures(workdir, x_axis, rows, pca_rows, split, n_images, with_classifier):
+  """S2's figures: accuracy ratio and PSNR against x (e.g. the compression rate), models
+  and PCA on the same axes; and per member the original, a few code channels and the
+  reconstruction of the first test images."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  x_name = x_axis.split('.')[-1]
+  panels = ([('accuracy_ratio', 'classifier accuracy ratio\n(reconstructions / originals)')]
+            if with_classifier else []) + [('test_psnr', 'test PSNR (dB)')]
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+  for ax, (key, label) in zip(axes[0], panels):
+    for kind, rs, style in (('autoencoder', rows, 'o-'), ('PCA, same floats', pca_rows, 's--')):
+      pts = sorted((r['x'], r[key]) for r in rs
+                   if r.get('x') is not None and r.get(key) is not None and math.isfinite(r[key]))
+      if pts:
+        ax.plot(*zip(*pts), style, label=kind)
+    xs = sorted({r['x'] for r in rows if r.get('x') is not None})
+    if xs and all(isinstance(x, (int, float)) and x > 0 for x in xs):
+      ax.set_xscale('log', base=2)
+      ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, f'{x_name}_curves.png'), dpi=110)
+  plt.close(fig)
+
+  first = next(baselines._chunks(split, max(n_images, 1)))[0]  # pylint: disable=protected-access
+  n = min(3, n_images, split.n)
+  strips = []  # (member label, [(title, image)])
+  for r in rows:
+    ae = _loaded(r['workdirs'][0])
+    if ae is None:
+      continue
+    images = first[:n]
+    code = np.asarray(ae.encode(ae.variables, images)['latent'], np.float32)
+    recon = np.asarray(ae.reconstruct(images))
+    cells = []
+    for i in range(n):
+      cells.append(('original', np.asarray(images[i]) / 255.0))
+      for title, ch in _code_channels(code[i]):
+        cells.append((title, ch))
+      cells.append(('output', recon[i]))
+    strips.append((f'{r["member"]}\n{x_name} {_fmt(r.get("x"))}', cells))
+  if not strips:
+    return
+  cols = max(len(c) for _, c in strips)
+  fig, axes = plt.subplots(len(strips), cols, figsize=(1.15 * cols + 1.4, 1.3 * len(strips)),
+                           squeeze=False)
+  for i, (label, cells) in enumerate(strips):
+    for j in range(cols):
+      ax = axes[i, j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if j >= len(cells):
+        ax.axis('off')
+        continue
+      title, im = cells[j]
+      im = np.clip(im, 0, 1)
+      ax.imshow(im[..., 0] if im.ndim == 3 and im.shape[-1] == 1 else im,
+                cmap='gray' if im.ndim == 2 or im.shape[-1] == 1 else None, vmin=0, vmax=1,
+                interpolation='nearest')
+      if i == 0:
+        ax.set_title(title, fontsize=7)
+    axes[i, 0].set_ylabel(label, rotation=0, ha='right', va='center', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'codes.png'), dpi=110)
+  plt.close(fig)
+
+
+def _code_channels(code, k: int = 3):
+  """Up to k channels of one image's code as [0, 1] pictures (each channel scaled by its
+  own range); a flat code is shown as one near-square picture."""
+  if code.ndim == 1:
+    side = math.ceil(math.sqrt(code.size))
+    code = np.pad(code, (0, side * side - code.size)).reshape(side, side, 1)
+  out = []
+  for c in range(min(k, code.shape[-1])):
+    ch = code[..., c]
+    lo, hi = float(ch.min()), float(ch.max())
+    out.append((f'code ch {c}', (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)))
+  return out

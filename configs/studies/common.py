@@ -21,6 +21,12 @@ def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
       lr_factors=(0.3, 1.0, 3.0),
       tune_epochs=1,            # length of each tuning run, in epochs
       num_grid_images=8,        # test images in reconstructions.png
+      # S2: a classifier judges every member's reconstructions. `classifier` overrides the
+      # base config to train one on the original images (e.g. {'model': {'name': 'lenet5'}});
+      # `classifier_workdir` reuses a finished one instead.
+      classifier={},
+      classifier_workdir='',
+      x_axis='',                # a config field the members vary (model.rate): curves against it
   ))
   c.study.update(settings)
   return c
