@@ -359,12 +359,10 @@ def validate(config, n_devices: int):
   metrics = ('loss',) + tasks.get_task(config).metric_names
   metric = config.early_stopping.metric
   if metric not in metrics:
-    raise errors.unknown_name(f'early-stopping metric (of {tasks.task_name(config)})', metric,
-                              metrics)
+    raise errors.unknown_name('early-stopping metric', metric, metrics)
   selection = config.get('selection_metric', '')
   if selection and selection not in metrics:
-    raise errors.unknown_name(f'selection_metric (of {tasks.task_name(config)})', selection,
-                              metrics)
+    raise errors.unknown_name('selection_metric', selection, metrics)
   patience = config.early_stopping.patience
   if not isinstance(patience, int) or patience < 0:
     raise ConfigError(f'early_stopping.patience must be an integer >= 0 (0 = off), got '

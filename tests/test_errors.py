@@ -45,6 +45,13 @@ BAD_FLAGS = [
     (['--config.keep_checkpoints=-1'], 'keep_checkpoints must be an integer >= 1'),
     (['--config.num_sample_images=-1'], 'num_sample_images must be an integer >= 0'),
     (['--config.model.widths=(0, 0, 0, 0)'], 'model.widths must be positive integers'),
+    (['--config.model.name=rate_cae', '--config.model.rate=3'],
+     'model.rate must be one of 2, 4, 8, 16'),
+    (['--config.model.name=rate_cae', '--config.model.widths=(8, 8)'],
+     'model.widths for rate_cae needs 3 entries'),
+    (['--config.model.name=lenet5'],  # the default config watches PSNR, which a classifier lacks
+     "Unknown early-stopping metric 'psnr'; valid early-stopping metric names are: accuracy, "
+     'cross_entropy, loss'),
     (['--config=configs/no_such_config.py'], 'no_such_config.py'),
     (['--config.optimizer.learnin_rate=1'], 'Did you mean "learning_rate"'),
     (['--config.data.name=cifar10', '--config.data.download=False'],
