@@ -64,6 +64,11 @@ CSV_COLUMNS = ('member', 'x', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim'
                'accuracy_reconstruction', 'accuracy_ratio', 'diverged', 'note')
 
 
+# Models whose code size is model.latent_dim (rate_cae's is set by its rate).
+LATENT_MODELS = ('cae', 'base_cae', 'improved_cae', 'improved_cae_res_interp',
+                 'improved_cae_res_conv')
+
+
 def is_study(config) -> bool:
   return 'study' in config
 
@@ -472,7 +477,8 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
            f'Data: {base.data.name}, {"x".join(map(str, splits["train"].image_shape))}: '
            f'{splits["train"].n:,} train / {splits["validation"].n:,} validation / '
            f'{splits["test"].n:,} test images. Shared by every member '
-           f'unless it overrides them: model {base.model.name} (latent {base.model.latent_dim}), '
+           f'unless it overrides them: model {base.model.name}'
+           f'{f" (latent {base.model.latent_dim})" if base.model.name in LATENT_MODELS else ""}, '
            f'loss {base.loss.name}, optimizer {base.optimizer.name} '
            f'(learning rate {base.optimizer.learning_rate:g}), batch {base.batch_size}, '
            f'{base.num_epochs} epochs. {study.num_seeds} seed(s) per member (mean ± sample std '
