@@ -38,8 +38,9 @@ def timer(trainer, images, n, batch, members):
   else:
     perm = pipeline.epoch_permutation(0, 0, n, mesh)
   fn = trainer.train_chunk(1, True)
+  labels = pipeline.to_global(np.zeros((n,), np.int32), pipeline.batch_sharding(mesh), (n,))
   box = {'state': trainer.init_state(), 'step': 0}
-  box['state'], loss = fn(box['state'], images, perm, 0)
+  box['state'], loss = fn(box['state'], images, labels, perm, 0)
   jax.block_until_ready((box['state'], loss))
   spe = n // batch
 
@@ -48,7 +49,7 @@ def timer(trainer, images, n, batch, members):
     t0 = time.perf_counter()
     for _ in range(steps):
       box['step'] += 1
-      state, loss = fn(state, images, perm, box['step'] % spe)
+      state, loss = fn(state, images, labels, perm, box['step'] % spe)
     jax.block_until_ready((state, loss))
     box['state'] = state
     return time.perf_counter() - t0

@@ -40,6 +40,7 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 import flax  # pylint: disable=g-import-not-at-top
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from configs import s1
@@ -123,9 +124,11 @@ def bench_flax(config, images_u8, steps, time_epoch):
 
   t0 = time.perf_counter()
   abstract = jax.ShapeDtypeStruct(images_u8.shape, images_u8.dtype, sharding=sharding)
+  abstract_labels = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharding)
   perm = pipeline.epoch_permutation(0, 0, n, mesh)
   compile_chunk = lambda steps: trainer.train_chunk(steps, True).lower(
-      state, abstract, perm, 0).compile()
+      state, abstract, abstract_labels, perm, 0).compile()
+  labels = pipeline.to_global(np.zeros((n,), np.int32), sharding, (n,))  # unused by autoencoders
   step_fn = compile_chunk(k)
   compile_s = time.perf_counter() - t0
   flops = (step_fn.cost_analysis() or {}).get('flops', float('nan'))
@@ -142,12 +145,12 @@ def bench_flax(config, images_u8, steps, time_epoch):
     images = pipeline.to_global(images_u8, sharding, images_u8.shape)
     perm = pipeline.epoch_permutation(0, 1, n, mesh)
     for offset, fn in calls:
-      state, loss = fn(state, images, perm, offset)
+      state, loss = fn(state, images, labels, perm, offset)
     jax.block_until_ready((state, loss))
     epoch_s = time.perf_counter() - t0
   else:
     images = pipeline.to_global(images_u8, sharding, images_u8.shape)
-    state, loss = step_fn(state, images, perm, 0)  # warm-up
+    state, loss = step_fn(state, images, labels, perm, 0)  # warm-up
     jax.block_until_ready(loss)
 
   box = {'state': state, 'call': 0}
@@ -157,7 +160,7 @@ def bench_flax(config, images_u8, steps, time_epoch):
     st = box['state']
     t0 = time.perf_counter()
     for _ in range(calls):
-      st, loss = step_fn(st, images, perm, (box['call'] * k) % (spe - k + 1))
+      st, loss = step_fn(st, images, labels, perm, (box['call'] * k) % (spe - k + 1))
       box['call'] += 1
     jax.block_until_ready((st, loss))
     box['state'] = st
@@ -165,10 +168,10 @@ def bench_flax(config, images_u8, steps, time_epoch):
 
   calls = max(1, -(-steps // k))
   eval_fn = trainer.eval_slice
-  jax.block_until_ready(eval_fn(state, images, 0, n))
+  jax.block_until_ready(eval_fn(state, images, labels, 0, n))
   t0 = time.perf_counter()
   for i in range(calls):
-    sums = eval_fn(state, images, (i * batch) % (n - batch + 1), n)
+    sums = eval_fn(state, images, labels, (i * batch) % (n - batch + 1), n)
   jax.block_until_ready(sums)
   eval_ips = calls * batch / (time.perf_counter() - t0)
 
