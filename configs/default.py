@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict(dict(
-      name='lfw_subset',        # mnist | cifar10 | cinic10 | image_folder | lfw_subset
+      name='lfw_subset',        # mnist | colored_mnist | cifar10 | cinic10 | image_folder | lfw_subset
       data_dir='~/tensorflow_datasets',  # where prepared (array_record) data sets live
       source_dir='',            # a folder holding the official files, for offline machines
       download=True,            # let TFDS fetch the official files when online
@@ -22,10 +22,15 @@ def get_config() -> ml_collections.ConfigDict:
       image_size=(32, 32),      # image_folder only: resize to (height, width)
       channels=3,               # image_folder only: 1 (grayscale) or 3 (RGB)
       device_memory_limit_mb=2048,  # splits up to this size live on the devices as uint8
+      # Denoising (S3, S4): inputs corrupted on the device, targets clean (flax_cae/noise.py).
+      noise=dict(kind='none',   # none | gaussian | salt_pepper
+                 sigma=0.1,     # gaussian: standard deviation, pixels in [0, 1]
+                 amount=0.05),  # salt_pepper: share of pixels set to black or white
   ))
 
   c.model = ml_collections.ConfigDict(dict(
       name='improved_cae',      # cae (S0) | base_cae, improved_cae (S1) | rate_cae, lenet5 (S2)
+                                # | fc_ae (S3) | s4_ae, conv_vae (S4)
       latent_dim=64,
       widths=(),                # () = the model's own (S1: 16, 32, 64[, 128])
       hidden_dim=512,           # base_cae's hidden dense layer
@@ -38,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
       transposed_conv='subpixel',  # subpixel | dilated: the same layer, two formulations
       conv_input_grad='auto',   # stride-2 convs' input gradient: auto (CPU: subpixel) | subpixel | xla
       rate=8,                   # rate_cae: how many times height and width shrink (2 | 4 | 8 | 16)
+      beta=1.0,                 # conv_vae: loss = reconstruction (summed over pixels) + beta * KL
   ))
 
   c.loss = ml_collections.ConfigDict(dict(

@@ -9,6 +9,8 @@ match the literature"):
   MSE. A perfect reconstruction would give inf and make every mean inf, so
   per-image PSNR is capped at `MAX_PSNR` = 100 dB, which is the same as
   flooring per-image MSE at 1e-10.
+- `snr`: 10 * log10(signal power / error power) of each image in dB (S4): the mean of the
+  target's squared pixels over its MSE, both floored at 1e-10, capped at +-100 dB.
 - `ssim`: `dm_pix.ssim` with its defaults: 11-tap Gaussian window, sigma 1.5,
   k1 0.01, k2 0.03, valid filtering (a 32x32 image gives a 22x22 map), mean over
   height, width and channels. scikit-image matches it with
@@ -77,7 +79,7 @@ def image_metrics(reconstruction: Array, target: Array) -> dict[str, Array]:
     target: the same shape, pixels in [0, 1].
 
   Returns:
-    {'mse', 'l1', 'psnr' (dB, capped at 100), 'ssim'}, each float32 [batch].
+    {'mse', 'l1', 'psnr' (dB, capped at 100), 'snr' (dB), 'ssim'}, each float32 [batch].
 
   Raises:
     DataError: images smaller than the 11x11 SSIM window.
@@ -95,8 +97,12 @@ def image_metrics(reconstruction: Array, target: Array) -> dict[str, Array]:
   # images and compared to the literature at 0.01 dB.
   reconstruction = jnp.asarray(reconstruction, jnp.float32)
   target = jnp.asarray(target, jnp.float32)
+  mse = dm_pix.mse(reconstruction, target)
+  signal = jnp.mean(jnp.square(target), axis=(1, 2, 3))
+  snr = 10.0 * jnp.log10(jnp.maximum(signal, MSE_FLOOR) / jnp.maximum(mse, MSE_FLOOR))
   return {
-      'mse': dm_pix.mse(reconstruction, target),
+      'mse': mse,
+      'snr': jnp.clip(snr, -MAX_PSNR, MAX_PSNR),
       'l1': dm_pix.mae(reconstruction, target),
       # min() maps the inf of a perfect reconstruction to MAX_PSNR.
       'psnr': jnp.minimum(dm_pix.psnr(reconstruction, target), MAX_PSNR),

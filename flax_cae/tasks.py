@@ -15,6 +15,7 @@ import optax
 
 from flax_cae import losses as losses_lib
 from flax_cae import models
+from flax_cae import noise as noise_lib
 from flax_cae import metrics as metrics_lib
 
 
@@ -24,7 +25,8 @@ def to_float(images_u8):
 
 
 class Reconstruction:
-  """Autoencoding (S0-S3): the input is the image and so is the target.
+  """Autoencoding (S0-S3), and denoising (S3, S4) when `data.noise` is on: the input is the
+  image (its noisy version when denoising: flax_cae/noise.py) and the target the clean image.
 
   `weights` are the loss's numeric weights (losses.weight_names, e.g. S1's alpha and
   beta of alpha * L1 + beta * MSE); they are arguments, not constants, so members that
@@ -32,47 +34,90 @@ class Reconstruction:
   """
 
   reconstructs = True  # outputs['reconstruction'] is an image: the loop draws grids of it
-  # Evaluation metrics ('loss' is added by the loop); the minimised ones are train.MINIMIZED.
-  metric_names = ('mse', 'l1', 'psnr', 'ssim')
+  samples_prior = False  # a VAE also draws samples from its prior at each evaluation
 
   def __init__(self, config):
     loss = losses_lib.get_loss(config.loss)  # validates the name and the weights
     self.loss_name = config.loss.name
     self.default_weights = dict(getattr(loss, 'keywords', {}))
+    self.noise = noise_lib.params(config.data.get('noise') or {})
+    self.denoising = self.noise[0] != 'none'
+    # Evaluation metrics ('loss' is added by the loop); the minimised ones are train.MINIMIZED.
+    self.metric_names = ('mse', 'l1', 'psnr', 'snr', 'ssim') + (
+        ('noisy_mse', 'noisy_psnr', 'noisy_snr', 'noisy_ssim') if self.denoising else ())
 
-  def pair(self, images_u8: jax.Array, labels: jax.Array, key: jax.Array):
+  def pair(self, images_u8: jax.Array, labels: jax.Array, keys: jax.Array):
     """(inputs, targets) for a batch of uint8 images [B, H, W, C] and their labels [B];
-    `key` is the batch's own random stream (unused here: a denoiser draws its noise from it)."""
-    del labels, key
+    `keys` [B] are the images' own noise keys (noise.train_keys / eval_keys)."""
+    del labels
     x = to_float(images_u8)
-    return x, x
+    return noise_lib.corrupt(x, keys, self.noise), x
 
   def loss(self, outputs: dict, targets: jax.Array, weights: dict) -> jax.Array:
     """Per-example loss [B] of the model's outputs."""
     fn = functools.partial(losses_lib.LOSSES[self.loss_name], **weights)
     return fn(outputs['reconstruction'], targets)
 
-  def metrics(self, outputs: dict, targets: jax.Array) -> dict:
-    """Per-image evaluation metrics [B] each: MSE, L1, PSNR (dB), SSIM."""
-    return metrics_lib.image_metrics(outputs['reconstruction'], targets)
+  def metrics(self, outputs: dict, targets: jax.Array, inputs: jax.Array) -> dict:
+    """Per-image evaluation metrics [B] each: MSE, L1, PSNR (dB), SNR (dB), SSIM; when
+    denoising, also those of the noisy input itself (noisy_*), on the same images."""
+    out = metrics_lib.image_metrics(outputs['reconstruction'], targets)
+    if self.denoising:
+      noisy = metrics_lib.image_metrics(inputs, targets)
+      out.update({f'noisy_{k}': noisy[k] for k in ('mse', 'psnr', 'snr', 'ssim')})
+    return out
 
   @staticmethod
   def summary(values: dict) -> str:
-    return f"PSNR {values['psnr']:.2f} dB, SSIM {values['ssim']:.4f}, MSE {values['mse']:.5f}"
+    text = (f"PSNR {values['psnr']:.2f} dB, SNR {values['snr']:.2f} dB, SSIM {values['ssim']:.4f}, "
+            f"MSE {values['mse']:.5f}")
+    if 'noisy_snr' in values:
+      text += f" (noisy input: PSNR {values['noisy_psnr']:.2f} dB, SNR {values['noisy_snr']:.2f} dB)"
+    if 'kl' in values:
+      text += f", KL {values['kl']:.3f}"
+    return text
+
+
+class VariationalReconstruction(Reconstruction):
+  """A VAE (conv_vae): loss = reconstruction + beta * KL(q(z|x) || N(0, I)), per image. The
+  reconstruction term is the configured loss summed over pixels (for MSE, the Gaussian
+  log-likelihood up to constants), so beta = model.beta = 1 is the ELBO. KL is reported
+  on its own; each evaluation also draws samples from the prior."""
+
+  samples_prior = True
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.beta = float(config.model.get('beta', 1.0))
+    self.metric_names = self.metric_names + ('kl',)
+
+  @staticmethod
+  def kl(outputs):
+    mean, logvar = outputs['mean'], outputs['logvar']
+    return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
+
+  def loss(self, outputs, targets, weights):
+    pixels = targets[0].size
+    return super().loss(outputs, targets, weights) * pixels + self.beta * self.kl(outputs)
+
+  def metrics(self, outputs, targets, inputs):
+    return {**super().metrics(outputs, targets, inputs), 'kl': self.kl(outputs)}
 
 
 class Classification:
   """A classifier (S2's LeNet-5) on the image's label: softmax cross-entropy; accuracy."""
 
   reconstructs = False
+  samples_prior = False
+
   metric_names = ('accuracy', 'cross_entropy')
 
   def __init__(self, config):
     del config  # config.loss is for reconstructions; a classifier's loss is cross-entropy
     self.default_weights = {}
 
-  def pair(self, images_u8, labels, key):
-    del key
+  def pair(self, images_u8, labels, keys):
+    del keys
     return to_float(images_u8), labels
 
   def loss(self, outputs, targets, weights):
@@ -80,7 +125,8 @@ class Classification:
     return optax.softmax_cross_entropy_with_integer_labels(
         outputs['logits'].astype(jnp.float32), targets)
 
-  def metrics(self, outputs, targets):
+  def metrics(self, outputs, targets, inputs):
+    del inputs
     logits = outputs['logits'].astype(jnp.float32)
     return {'accuracy': (jnp.argmax(logits, -1) == targets).astype(jnp.float32),
             'cross_entropy': optax.softmax_cross_entropy_with_integer_labels(logits, targets)}
@@ -90,12 +136,16 @@ class Classification:
     return f"accuracy {values['accuracy']:.4f}, cross-entropy {values['cross_entropy']:.4f}"
 
 
-TASKS = {'reconstruction': Reconstruction, 'classification': Classification}
+TASKS = {'reconstruction': Reconstruction, 'classification': Classification,
+         'variational': VariationalReconstruction}
 
 
 def task_name(config) -> str:
-  """The model's task: classifiers (models.CLASSIFIERS) classify, the others reconstruct."""
-  return 'classification' if config.model.name in models.CLASSIFIERS else 'reconstruction'
+  """The model's task: classifiers (models.CLASSIFIERS) classify, VAEs (models.VAES)
+  reconstruct with a KL term, the others reconstruct (and denoise when data.noise is on)."""
+  if config.model.name in models.CLASSIFIERS:
+    return 'classification'
+  return 'variational' if config.model.name in models.VAES else 'reconstruction'
 
 
 def get_task(config):

@@ -28,6 +28,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from flax_cae import errors, host_memory, optim, streams, tasks, writers
+from flax_cae import noise as noise_lib
 from flax_cae import workdir as workdir_lib
 from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
@@ -87,11 +88,6 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-
-
-def _eval_key():
-  """Evaluation's stream: seed 0, the same at every evaluation, resume and run."""
-  return streams.key(0, 'noise', 0)
 
 
 # The numbers in which members trained together (jax.vmap over a member axis) may differ;
@@ -179,13 +175,15 @@ class Trainer:
     """One step on batch = (uint8 images [B, H, W, C], int32 labels [B])."""
     # Dropout noise is a function of (seed, step): exact after a resume.
     rng = streams.key(numbers['seed'], 'dropout', state.step)
-    inputs, targets = self.task.pair(*batch, rng)
+    keys = noise_lib.train_keys(numbers['seed'], state.step, batch[0].shape[0])
+    inputs, targets = self.task.pair(*batch, keys)
     weights = {k: numbers[k] for k in self.task.default_weights}
 
     def loss_fn(params):
       out, updates = self.model.apply(
           {'params': params, 'batch_stats': state.batch_stats}, inputs, train=True,
-          rngs={'dropout': rng}, mutable=['batch_stats'])
+          rngs={'dropout': rng, 'sample': streams.key(numbers['seed'], 'sample', state.step)},
+          mutable=['batch_stats'])
       loss = jnp.mean(self.task.loss(out, targets, weights))
       return loss, updates.get('batch_stats', {})
 
@@ -233,10 +231,11 @@ class Trainer:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     return self.model.apply(variables, inputs, train=False)
 
-  def _eval_sums(self, state, images_u8, labels, mask, numbers):
-    inputs, targets = self.task.pair(images_u8, labels, _eval_key())
+  def _eval_sums(self, state, images_u8, labels, indices, mask, numbers):
+    # Evaluation noise is a function of each image's index in its split (noise.py).
+    inputs, targets = self.task.pair(images_u8, labels, noise_lib.eval_keys(indices))
     out = self._outputs(state, inputs)
-    per_image = self.task.metrics(out, targets)
+    per_image = self.task.metrics(out, targets, inputs)
     weights = {k: numbers[k] for k in self.task.default_weights}
     per_image['loss'] = self.task.loss(out, targets, weights)
     return metrics_lib.masked_sums(per_image, mask)
@@ -244,9 +243,9 @@ class Trainer:
   @property
   def eval_batch(self):
     """Masked metric sums of one batch: padded rows (mask False) count for nothing."""
-    return self._jit('eval_batch', self._vmapped(self._eval_sums, (0, None, None, None)),
+    return self._jit('eval_batch', self._vmapped(self._eval_sums, (0, None, None, None, None)),
                      in_shardings=(self.rep, self.data_sharding, self.data_sharding,
-                                   self.data_sharding),
+                                   self.data_sharding, self.data_sharding),
                      out_shardings=self.rep)
 
   @property
@@ -257,8 +256,8 @@ class Trainer:
     def fn(state, images, labels, start, n, numbers):
       batch, batch_labels = (jax.lax.with_sharding_constraint(
           jax.lax.dynamic_slice_in_dim(x, start, b), self.data_sharding) for x in (images, labels))
-      mask = start + jnp.arange(b) < n
-      return self._eval_sums(state, batch, batch_labels, mask, numbers)
+      indices = start + jnp.arange(b)
+      return self._eval_sums(state, batch, batch_labels, indices, indices < n, numbers)
     return self._jit('eval_slice', self._vmapped(fn, (0, None, None, None, None)),
                      in_shardings=(self.rep, self.data_sharding, self.data_sharding, None, None),
                      out_shardings=self.rep)
@@ -275,6 +274,8 @@ class Trainer:
         idx = np.arange(start, start + b)
         mask = idx[pipeline.process_rows(self.data_sharding, b)] < split.n
         sums = self.eval_batch(state, *split.global_batch(idx, self.data_sharding),
+                               pipeline.to_global(idx[pipeline.process_rows(self.data_sharding, b)]
+                                                  .astype(np.int32), self.data_sharding, (b,)),
                                pipeline.to_global(mask, self.data_sharding, (b,)))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
@@ -284,16 +285,37 @@ class Trainer:
              'count': int(t['count'])} for t in per_member]
 
   def reconstruct(self, state, images_u8: np.ndarray) -> np.ndarray:
-    """Reconstructions [M, n, H, W, C] of a few host images (M = 1 for a single run; the
-    same on every process)."""
+    """Reconstructions [M, n, H, W, C] of the first n images of a split (host images; M = 1
+    for a single run; the same on every process). A denoiser sees them with the noise of
+    evaluation, as noisy_inputs() gives them."""
     def fn(state, x, numbers):
       del numbers
       labels = jnp.zeros(x.shape[:1], jnp.int32)  # (a reconstruction does not look at them)
-      return self._outputs(state, self.task.pair(x, labels, _eval_key())[0])['reconstruction']
+      inputs = self.task.pair(x, labels, noise_lib.eval_keys(jnp.arange(x.shape[0])))[0]
+      return self._outputs(state, inputs)['reconstruction']
     recon = self._jit('reconstruct', self._vmapped(fn, (0, None)),
                       in_shardings=(self.rep, self.rep), out_shardings=self.rep)
     x = pipeline.to_global(images_u8, self.rep, images_u8.shape)
     out = pipeline.host_copy(recon(state, x))
+    return out[None] if self.members is None else out
+
+  def noisy_inputs(self, images_u8: np.ndarray) -> np.ndarray | None:
+    """What a denoiser sees of the first n images of a split (None when not denoising)."""
+    if not getattr(self.task, 'denoising', False):
+      return None
+    return noise_lib.noisy_split_images(images_u8, 0, self.task.noise)
+
+  def prior_samples(self, state, n: int) -> np.ndarray:
+    """A VAE's decodings [M, n, H, W, C] of n codes drawn from its prior N(0, I), with the
+    same codes at every evaluation (the 'sample' stream of seed 0)."""
+    def fn(state, numbers):
+      del numbers
+      z = jax.random.normal(streams.key(0, 'sample', 0), (n, self.model.opts.latent_dim))
+      return self.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                              {'latent': z}, method='decode')
+    samples = self._jit(('prior', n), self._vmapped(fn, (0,)), in_shardings=(self.rep,),
+                        out_shardings=self.rep)
+    out = pipeline.host_copy(samples(state))
     return out[None] if self.members is None else out
 
   def sample_images(self, split: pipeline.Split, n: int) -> np.ndarray:
@@ -350,6 +372,10 @@ def validate(config, n_devices: int):
                       "the model's own.")
   _cpu_convolution_options(config)
   host_memory.check_name(config.get('cpu_malloc', 'keep'))
+  noise_lib.check(config.data.get('noise') or {})
+  beta = config.model.get('beta', 1.0)
+  if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+    raise ConfigError(f'model.beta must be a number >= 0 (the weight of the KL term), got {beta!r}.')
   # Names and values that need no data: checked before anything is read or written.
   tasks.get_task(config)
   optim.make_optimizer(config.optimizer, 1, config.num_epochs)
@@ -812,6 +838,9 @@ def evaluate_and_save(run: Run, epoch: int):
     if run.trainer.task.reconstructs:
       sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
       recons = run.trainer.reconstruct(run.state, sample)
+      noisy = run.trainer.noisy_inputs(sample)
+    if run.trainer.task.samples_prior:
+      priors = run.trainer.prior_samples(run.state, max(config.num_sample_images, 1))
     es_metric, selection = config.early_stopping.metric, selection_metric(config)
     scores = [(-1.0 if selection in MINIMIZED else 1.0) * v[selection] if d is None
               else float('nan') for v, d in zip(vals, meta['diverged_at'])]
@@ -821,10 +850,15 @@ def evaluate_and_save(run: Run, epoch: int):
                    f' ({member.name})' if run.grouped else '',
                    ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
       if run.trainer.task.reconstructs and writers.is_writer():
-        grid = writers.reconstruction_grid(sample / 255.0, recons[m])
+        # Originals, (a denoiser's noisy inputs,) outputs: the snapshots visualize stacks.
+        grid = writers.reconstruction_grid(sample / 255.0, *([] if noisy is None else [noisy]),
+                                           recons[m])
         writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{step:08d}.png'),
                          grid)
         member.writer.image(step, 'validation/reconstructions', grid)
+      if run.trainer.task.samples_prior and writers.is_writer():
+        writers.save_png(os.path.join(member.workdir, 'samples', f'step_{step:08d}.png'),
+                         writers.reconstruction_grid(priors[m]))
       if meta['diverged_at'][m] is not None:
         continue
       es_score = (-1.0 if es_metric in MINIMIZED else 1.0) * val[es_metric]

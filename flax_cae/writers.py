@@ -57,18 +57,20 @@ def _jsonable(v):
   return v
 
 
-def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
-                        min_size: int = 64) -> np.ndarray:
-  """Originals (top row) over reconstructions (bottom row) as one uint8 RGB image.
+def reconstruction_grid(originals: np.ndarray, *rows: np.ndarray, min_size: int = 64) -> np.ndarray:
+  """Originals (top row) over each of `rows` (reconstructions; for a denoiser, the noisy
+  inputs then the outputs) as one uint8 RGB image.
 
   Inputs [n, H, W, C] in [0, 1]. Small images are enlarged by an integer factor
   (nearest neighbour) so that a 25x25 face or a 28x28 digit is visible on screen.
   """
   n, h, w, c = originals.shape
+  rows = (originals, *rows)
   scale = max(1, math.ceil(min_size / max(h, w)))
   pad = 2
-  grid = np.full((2 * h * scale + 3 * pad, n * (w * scale + pad) + pad, 3), 255, np.uint8)
-  for row, images in enumerate((originals, reconstructions)):
+  grid = np.full((len(rows) * (h * scale + pad) + pad, n * (w * scale + pad) + pad, 3), 255,
+                 np.uint8)
+  for row, images in enumerate(rows):
     for i, im in enumerate(images):
       im = np.clip(np.asarray(im, np.float32), 0, 1)
       im = np.repeat(np.repeat(im, scale, 0), scale, 1)

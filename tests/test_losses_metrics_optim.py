@@ -201,7 +201,7 @@ def test_image_metrics_match_hand_computation():
   # room (12x12 >= 11x11).
   recon, target = _hand_batch(tile=6)
   values = jax.jit(metrics.image_metrics)(recon, target)
-  assert set(values) == {'mse', 'l1', 'psnr', 'ssim'}
+  assert set(values) == {'mse', 'l1', 'psnr', 'snr', 'ssim'}
   for value in values.values():
     assert value.shape == (2,) and value.dtype == jnp.float32
   np.testing.assert_allclose(values['mse'], [HAND_MSE, 0.0], rtol=1e-6)
@@ -210,6 +210,9 @@ def test_image_metrics_match_hand_computation():
   np.testing.assert_allclose(values['psnr'], [HAND_PSNR, 100.0], rtol=1e-5)
   assert values['ssim'][0] < 0.9
   np.testing.assert_allclose(values['ssim'][1], 1.0, atol=1e-6)
+  # SNR: the target's mean squared pixel over the MSE, in dB; a perfect one is capped.
+  signal = np.mean(np.square(np.asarray(target[0], np.float64)))
+  np.testing.assert_allclose(values['snr'], [10 * np.log10(signal / HAND_MSE), 100.0], rtol=1e-5)
 
 
 @pytest.mark.parametrize('shape', [(2, 32, 32, 3), (3, 28, 28, 1), (2, 25, 31, 3), (1, 11, 11, 2)])

@@ -56,6 +56,10 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     'mnist': DatasetSpec(builders.Mnist, ('train', 'test'), builders.Mnist.SOURCE_FILES,
                          '28x28x1 digits; validation carved from train'),
+    'colored_mnist': DatasetSpec(builders.ColoredMnist, ('train', 'test'),
+                                 builders.Mnist.SOURCE_FILES,
+                                 "28x28x3 MNIST digits tinted by seeded colours (S4); MNIST's "
+                                 'files; validation carved from train'),
     'cifar10': DatasetSpec(builders.Cifar10, ('train', 'test'), builders.Cifar10.SOURCE_FILES,
                            '32x32x3 CIFAR-10; validation carved from train'),
     'cinic10': DatasetSpec(builders.Cinic10, ('train', 'validation', 'test'),

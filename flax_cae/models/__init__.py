@@ -39,6 +39,17 @@ MODELS = {
     'rate_cae': ModelSpec(ae.RateCAEEncoder, ae.RateCAEDecoder, (),
                           'S2: log2(model.rate) conv + ReLU + max-pool stages, decoder of '
                           'nearest-neighbour upsampling + conv', torch_mirror=False),
+    'fc_ae': ModelSpec(ae.FCEncoder, ae.FCDecoder, (),
+                       "S3's SimpleAE: flatten, dense hidden_dim, code latent_dim, mirrored",
+                       torch_mirror=False),
+    's4_ae': ModelSpec(ae.S4Encoder, ae.S4Decoder, (128, 64, 32, 16),
+                       "S4's AE: four stride-2 convs to a 2x2x16 code (28x28), four transposed "
+                       'convs (with model.dropout_rate and batch_norm: S4\'s second model)',
+                       torch_mirror=False),
+    'conv_vae': ModelSpec(ae.VAEEncoder, ae.VAEDecoder, (32, 64),
+                          "S4's VAE: stride-2 convs, mean and log-variance heads (latent_dim), "
+                          'reparameterised code, transposed-conv decoder; loss + beta * KL',
+                          torch_mirror=False),
     'lenet5': ModelSpec(ae.LeNet5, None, (), "S2's classifier: LeNet-5 (softmax over the "
                         "data set's classes)", torch_mirror=False),
     'improved_cae_res_conv': ModelSpec(
@@ -49,6 +60,7 @@ MODELS = {
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 CLASSIFIERS = ('lenet5',)  # models whose output is {'logits'}: trained by tasks.Classification
+VAES = ('conv_vae',)       # variational: tasks.VariationalReconstruction (+ beta * KL)
 RATES = (2, 4, 8, 16)      # rate_cae's model.rate (S2)
 
 
@@ -141,7 +153,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   opts.act  # fails early, with the valid names, on an unknown activation
   if config.name in CLASSIFIERS:
     return ae.Classifier(opts, spec.encoder)
-  return ae.Autoencoder(opts, spec.encoder, spec.decoder)
+  return (ae.VAE if config.name in VAES else ae.Autoencoder)(opts, spec.encoder, spec.decoder)
 
 
 def bottleneck(model: nn.Module) -> dict | None:

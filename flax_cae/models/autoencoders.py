@@ -226,6 +226,102 @@ class RateCAEDecoder(nn.Module):
     return _output(x)
 
 
+# --- S3: "A better autoencoder for image: convolutional autoencoder" --------------------
+
+
+class FCEncoder(nn.Module):
+  """S3's SimpleAE (fully connected): flatten, dense hidden_dim + activation, dense to the
+  code (latent_dim)."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    x = norm_act_dropout(_dense(o.hidden_dim, o)(x.reshape(x.shape[0], -1)), o, train, norm=False)
+    return {'latent': _dense(o.latent_dim, o)(x)}
+
+
+class FCDecoder(nn.Module):
+  """Mirror of FCEncoder: dense hidden_dim + activation, dense to every pixel, sigmoid."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    x = norm_act_dropout(_dense(o.hidden_dim, o)(code['latent']), o, train, norm=False)
+    x = _dense(math.prod(o.image_shape), o)(x)
+    return _output(x).reshape(-1, *o.image_shape)
+
+
+# --- S4: "Autoencoder" assignment report (colored MNIST) -------------------------------
+
+
+class S4Encoder(nn.Module):
+  """S4's AE encoder: stride-2 3x3 convs (128, 64, 32, 16) + ReLU (+ BatchNorm and dropout
+  after every layer for S4's second model: model.batch_norm, model.dropout_rate); the code
+  is the last map, 2x2x16 for 28x28 digits."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    for w in o.widths:
+      x = norm_act_dropout(_conv(w, 2, o)(x), o, train)
+    return {'latent': x}
+
+
+class S4Decoder(nn.Module):
+  """Mirror of S4Encoder: stride-2 transposed convs back through the widths (32, 64, 128)
+  and a last one to the image's channels (four in all), ReLU between, sigmoid output."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    sizes = _stage_sizes(o, [2] * len(o.widths))
+    x = code['latent']
+    out_widths = _decoder_widths(o)
+    for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
+      if i < len(out_widths) - 1:
+        x = norm_act_dropout(x, o, train)
+    return _output(x)
+
+
+class VAEEncoder(nn.Module):
+  """S4's VAE encoder: stride-2 3x3 convs (widths) + activation, then two dense heads: the
+  posterior's mean and log-variance (latent_dim each)."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    for w in o.widths:
+      x = norm_act_dropout(_conv(w, 2, o)(x), o, train)
+    x = x.reshape(x.shape[0], -1)
+    return {'mean': _dense(o.latent_dim, o, name='mean')(x).astype(jnp.float32),
+            'logvar': _dense(o.latent_dim, o, name='logvar')(x).astype(jnp.float32)}
+
+
+class VAEDecoder(nn.Module):
+  """Dense to the last encoder map + activation, then stride-2 transposed convs, sigmoid."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    sizes = _stage_sizes(o, [2] * len(o.widths))
+    h, w = sizes[-1]
+    x = _dense(h * w * o.widths[-1], o)(code['latent']).reshape(-1, h, w, o.widths[-1])
+    x = norm_act_dropout(x, o, train, norm=False)
+    out_widths = _decoder_widths(o)
+    for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
+      if i < len(out_widths) - 1:
+        x = norm_act_dropout(x, o, train)
+    return _output(x)
+
+
 # --- S2's classifier ----------------------------------------------------------------
 
 
@@ -289,3 +385,22 @@ class Autoencoder(nn.Module):
 
 def input_floats(image_shape) -> int:
   return math.prod(image_shape)
+
+
+class VAE(Autoencoder):
+  """A variational autoencoder: the code is z ~ N(mean, exp(logvar)) while training (the
+  reparameterisation trick, noise from the 'sample' stream of each step) and the mean
+  otherwise. `encode` returns the mean as the code, so the bottleneck, the t-SNE maps and the
+  interpolations of flax_cae.visualize use it; outputs carry mean and log-variance for the KL."""
+
+  def encode(self, x, train: bool = False) -> dict:
+    return {'latent': self.encoder(x.astype(self.opts.dtype), train)['mean']}
+
+  def __call__(self, x, train: bool = False) -> dict:
+    posterior = self.encoder(x.astype(self.opts.dtype), train)
+    mean, logvar = posterior['mean'], posterior['logvar']
+    z = mean
+    if train:
+      eps = jax.random.normal(self.make_rng('sample'), mean.shape, mean.dtype)
+      z = mean + jnp.exp(0.5 * logvar) * eps
+    return {'reconstruction': self.decode({'latent': z}, train), 'mean': mean, 'logvar': logvar}
