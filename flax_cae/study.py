@@ -38,7 +38,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from flax_cae import baselines, errors, machine, models, train, writers
+from flax_cae import baselines, classical, errors, machine, models, train, writers
+from flax_cae import noise as noise_lib
 from flax_cae import evaluate as evaluate_lib
 from flax_cae import workdir as workdir_lib
 from flax_cae.data import pipeline
@@ -58,7 +59,8 @@ STUDY_DATA = {
 }
 
 CSV_COLUMNS = ('member', 'x', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim', 'test_ssim_std',
-               'test_mse', 'test_mse_std', 'final_validation_loss', 'bottleneck_floats',
+               'test_mse', 'test_mse_std', 'test_snr', 'test_snr_std', 'noise',
+               'test_noisy_psnr', 'test_noisy_snr', 'test_kl', 'final_validation_loss', 'bottleneck_floats',
                'compression_ratio', 'parameters', 'train_seconds', 'images_per_second',
                'learning_rate', 'learning_rate_tuned', 'accuracy_original',
                'accuracy_reconstruction', 'accuracy_ratio', 'diverged', 'note')
@@ -128,9 +130,10 @@ def plan(config):
   members = []
   for name in names:
     overrides = study.members[name]
-    if 'data' in overrides:
+    if set(overrides.get('data', {})) - {'noise'}:
       raise ConfigError(f'study member {name!r} overrides data fields; every member of a '
-                        'study trains and is scored on the same images.')
+                        'study trains and is scored on the same images (only data.noise, '
+                        'what the inputs are corrupted with, may differ).')
     c = copy.deepcopy(base)
     _update(c, overrides, f'study.members.{name}')
     train.validate(c, 1)
@@ -350,6 +353,12 @@ def run_study(config, workdir: str) -> dict:
                       for s in range(study.num_seeds)], chosen.get(name))
           for name, _ in members]
   shown = splits['test'] if splits['test'].n else splits['validation']
+  noises = {}  # noise settings of the denoising members, in order
+  for (name, configs), row in zip(members, rows):
+    noise = configs[0].data.get('noise') or {}
+    if noise_lib.is_on(noise):
+      row['noise'] = classical.describe(noise).split('(')[1].rstrip(')')
+      noises.setdefault(noise_lib.params(noise), noise)
   if classifier is not None:
     classifier_scores(classifier, shown, rows)
   for name, configs in members:
@@ -358,6 +367,13 @@ def run_study(config, workdir: str) -> dict:
   input_floats = int(np.prod(splits['train'].image_shape))
   pca_rows, pca_images = pca_baseline(splits, rows, input_floats, study.num_grid_images,
                                       classifier)
+  for noise in noises.values():  # the classical denoiser on the same noisy test images
+    logging.info('Study: %s on %d test images.', classical.describe(noise), shown.n)
+    scored = classical.score_nl_means(shown, noise)
+    pca_rows.append({'member': classical.describe(noise), 'seeds': 1,
+                     'noise': classical.describe(noise).split('(')[1].rstrip(')'),
+                     **{f'test_{k}': v for k, v in scored.items()},
+                     'note': 'classical denoiser (scikit-image), no training'})
   if writers.is_writer():
     write_tables(workdir, study, rows, pca_rows, base, splits, classifier)
     write_figures(workdir, rows, pca_rows, pca_images, study.num_grid_images)
@@ -393,7 +409,8 @@ def _row(name, runs, tuned):
   ok = [(r, d) for r, d in runs if r.get('diverged_at_step') is None]
   row = {'member': name, 'seeds': len(runs), 'diverged': len(runs) - len(ok),
          'workdirs': [d for _, d in runs]}
-  for key in ('test_psnr', 'test_ssim', 'test_mse'):
+  for key in ('test_psnr', 'test_ssim', 'test_mse', 'test_snr', 'test_noisy_psnr',
+              'test_noisy_snr', 'test_kl'):
     row[key], row[f'{key}_std'] = _mean_std([r.get(key) for r, _ in ok])
   row['final_validation_loss'] = _mean_std([_final_validation_loss(d) for _, d in ok])[0]
   row['train_seconds'] = _mean_std([r.get('train_seconds') for r, _ in ok])[0]
@@ -468,8 +485,12 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
     for r in rows + pca_rows:
       w.writerow({k: r.get(k, '') for k in CSV_COLUMNS})
   x_name = study.x_axis.split('.')[-1] if study.x_axis else ''
+  noisy = any(r.get('noise') for r in rows)
+  vae = any(r.get('test_kl') is not None and math.isfinite(r['test_kl']) for r in rows)
   header = ('| member |' + (f' {x_name} |' if x_name else '')
-            + ' test PSNR (dB) | test SSIM | test MSE | final val. loss | bottleneck floats '
+            + (' noise | noisy input PSNR (dB) | noisy input SNR (dB) |' if noisy else '')
+            + ' test PSNR (dB) | test SNR (dB) | test SSIM | test MSE |'
+            + (' KL |' if vae else '') + ' final val. loss | bottleneck floats '
             '| compression |' + (' classifier accuracy: originals | reconstructions | ratio |'
                                  if classifier else '')
             + ' parameters | train time (s) | images/s | learning rate | note |')
@@ -490,7 +511,10 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
     ratio = r.get('compression_ratio')
     lines.append('| ' + ' | '.join([
         r['member'], *([_fmt(r.get('x'))] if x_name else []),
-        _pm(r, 'test_psnr', 2), _pm(r, 'test_ssim', 4), _pm(r, 'test_mse', 5),
+        *([r.get('noise') or 'none', _fmt(r.get('test_noisy_psnr')), _fmt(r.get('test_noisy_snr'))]
+          if noisy else []),
+        _pm(r, 'test_psnr', 2), _pm(r, 'test_snr', 2), _pm(r, 'test_ssim', 4),
+        _pm(r, 'test_mse', 5), *([_fmt(r.get('test_kl'), 3)] if vae else []),
         _fmt(r.get('final_validation_loss'), 5), _fmt(r.get('bottleneck_floats')),
         '–' if not ratio else f'{ratio:.2f}x',
         *([_fmt(r.get(k), 4) for k in ('accuracy_original', 'accuracy_reconstruction',
@@ -498,12 +522,20 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
         _fmt_int(r.get('parameters')),
         _fmt(r.get('train_seconds'), 0), _fmt(r.get('images_per_second'), 0), lr_text,
         r.get('note', '')]) + ' |')
-  lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SSIM: dm-pix (11-tap Gaussian, '
+  lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SNR: mean of per-image '
+            '10 log10(signal power / error power); SSIM: dm-pix (11-tap Gaussian, '
             'sigma 1.5, valid filtering), mean of per-image values; both on the test split with '
             f"each member's best checkpoint by validation {train.selection_metric(base)}. PCA rows: the optimal linear code "
             'with as many floats as the bottleneck above it, fitted on the training split, '
             'scored on the same test images. "not a compression": the decoder receives at least '
             'as many floats as the image holds.', '']
+  if noisy:
+    lines[-1:-1] = [
+        '', 'Denoising rows: the input is corrupted as the noise column says (the same noisy '
+        'test images for every row: evaluation noise is a function of the image\'s index), the '
+        'target is the clean image; "noisy input" scores the corrupted input itself. NL-means: '
+        'scikit-image denoise_nl_means (patch 5, distance 6, fast mode, h = 0.8 sigma; sigma '
+        'from the config for Gaussian noise, estimate_sigma otherwise) on the same noisy images.']
   if classifier is not None:
     c = classifier.results
     lines[-1:-1] = [
@@ -568,6 +600,25 @@ def write_figures(workdir, rows, pca_rows, pca_images, n_images):
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'validation_psnr.png'), dpi=110)
+  plt.close(fig)
+
+  # S3: training loss against training seconds (evaluation excluded), every member.
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for r in rows:
+    path = os.path.join(r['workdirs'][0], 'metrics.jsonl')
+    if os.path.isfile(path):
+      with open(path) as f:
+        pts = [(x['seconds'], x['loss']) for x in map(json.loads, f)
+               if x.get('split') == 'train' and 'seconds' in x]
+      if pts:
+        ax.plot(*zip(*pts), label=r['member'])
+  ax.set_xlabel('training time (s)')
+  ax.set_ylabel('training loss')
+  ax.set_yscale('log')
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'loss_vs_time.png'), dpi=110)
   plt.close(fig)
 
   strips, labels = [], []

@@ -822,8 +822,11 @@ def log_train(run: Run):
                ' '.join(f'{r:.2e}' for r in rates), rate,
                _fmt_time((run.total_steps - run.step) * run.config.batch_size / max(rate, 1e-9)))
   for member, loss, lr in zip(run.members, losses, rates):
-    member.writer.write(run.step, 'train', {'loss': loss, 'learning_rate': lr,
-                                            'images_per_second': rate})
+    member.writer.write(run.step, 'train', {
+        'loss': loss, 'learning_rate': lr,
+        # training seconds so far (evaluation excluded): S3's loss against wall-clock time
+        'seconds': run.meta['train_seconds'] + (now - run.seg_start),
+        'images_per_second': rate})
   run.last_log, run.log_losses, run.log_start = now, [], run.step
 
 
