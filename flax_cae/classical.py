@@ -25,7 +25,8 @@ def nl_means(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
   for i, image in enumerate(noisy):
     s = sigma if sigma is not None else float(np.mean(estimate_sigma(image, channel_axis=-1)))
     out[i] = denoise_nl_means(image, patch_size=PATCH_SIZE, patch_distance=PATCH_DISTANCE,
-                              h=H_FACTOR * s, sigma=s, fast_mode=True, channel_axis=-1)
+                              h=H_FACTOR * s, sigma=s, fast_mode=True, channel_axis=-1
+                              ).reshape(image.shape)  # (one channel comes back squeezed)
   return np.clip(out, 0.0, 1.0)
 
 

@@ -76,7 +76,8 @@ def noisy_split_images(images_u8: np.ndarray, start: int, noise: tuple[str, floa
   [start, start + N) (noise: params(...)): what the models are scored on, for pictures and
   the classical baselines."""
   idx = np.arange(start, start + len(images_u8))
-  return np.asarray(_corrupt_eval(jnp.asarray(images_u8), jnp.asarray(idx), noise))
+  with streams.context():  # the stream the run's evaluation drew from
+    return np.asarray(_corrupt_eval(jnp.asarray(images_u8), jnp.asarray(idx), noise))
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -16,6 +16,8 @@ writes in DIR:
   validation_psnr.png           validation PSNR curves of all members on one plot
   reconstructions.png           the same test images: originals, then a row per member, PCA
   classifier/                   with study.classifier: the classifier trained on the originals
+  loss_vs_time.png              training loss against training seconds, every member (S3)
+  members/*/visualize/          with study.visualize: t-SNE maps, interpolations, snapshots (S4)
   <x>_curves.png, codes.png     with study.x_axis (S2: model.rate): accuracy ratio and PSNR
                                 against x, models and PCA; per member original/code/output
 
@@ -41,6 +43,7 @@ from absl import logging
 from flax_cae import baselines, classical, errors, machine, models, train, writers
 from flax_cae import noise as noise_lib
 from flax_cae import evaluate as evaluate_lib
+from flax_cae import visualize as visualize_lib
 from flax_cae import workdir as workdir_lib
 from flax_cae.data import pipeline
 from flax_cae.errors import ConfigError
@@ -125,6 +128,8 @@ def plan(config):
     del config['study']
   base = config
   names = _check_study(study, base)
+  if not base.get('eval_batch_size'):  # 0 = batch_size, as for a single run
+    base.eval_batch_size = base.batch_size
   if study.data:
     base.data.update(STUDY_DATA[study.data])
   members = []
@@ -380,6 +385,12 @@ def run_study(config, workdir: str) -> dict:
     if study.x_axis:
       write_x_figures(workdir, study.x_axis, rows, pca_rows, shown, study.num_grid_images,
                       classifier is not None)
+  if study.visualize and writers.is_writer():
+    for r in rows:
+      for d in r['workdirs']:
+        if _loaded(d) is not None:
+          logging.info('Study: visualizing %s.', d)
+          visualize_lib.visualize(d)
   logging.info('Study written to %s (study.md, study.csv, *.png).', workdir)
   return {'rows': rows, 'pca': pca_rows}
 

@@ -7,7 +7,6 @@ stream are functions of (seed, step), so a run resumed from a checkpoint continu
 exactly as if it had never stopped.
 """
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -426,14 +425,7 @@ def _fmt_time(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
-def random_streams():
-  """The context every compiled step runs in. Partitionable threefry (JAX's default) lets
-  each device draw only its shard of the dropout masks, but XLA's CPU compiler takes ~10 s
-  more per run on it; on CPU we use the classic stream. Either way the numbers do not
-  depend on the device count."""
-  if jax.default_backend() != 'cpu':
-    return contextlib.nullcontext()  # JAX's default, whatever its flag is called
-  return jax.threefry_partitionable(False)
+random_streams = streams.context  # (kept here too: benchmarks and studies call it by this name)
 
 
 class StopOnSigterm:

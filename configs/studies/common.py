@@ -27,6 +27,7 @@ def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
       classifier={},
       classifier_workdir='',
       x_axis='',                # a config field the members vary (model.rate): curves against it
+      visualize=False,          # S4: flax_cae.visualize for every member at the end
   ))
   c.study.update(settings)
   return c
