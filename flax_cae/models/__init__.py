@@ -21,6 +21,7 @@ class ModelSpec(NamedTuple):
   allows_skips: bool = False
   encoder_residual: str = ''
   torch_mirror: bool = True  # benchmarks/torch_reference.py has a PyTorch copy to race it
+  init: str = 'lecun'  # conv kernels; 'he' where LeCun's init lets a deep ReLU stack's signal fade
 
 
 MODELS = {
@@ -45,11 +46,11 @@ MODELS = {
     's4_ae': ModelSpec(ae.S4Encoder, ae.S4Decoder, (128, 64, 32, 16),
                        "S4's AE: four stride-2 convs to a 2x2x16 code (28x28), four transposed "
                        'convs (with model.dropout_rate and batch_norm: S4\'s second model)',
-                       torch_mirror=False),
+                       torch_mirror=False, init='he'),
     'conv_vae': ModelSpec(ae.VAEEncoder, ae.VAEDecoder, (32, 64),
                           "S4's VAE: stride-2 convs, mean and log-variance heads (latent_dim), "
                           'reparameterised code, transposed-conv decoder; loss + beta * KL',
-                          torch_mirror=False),
+                          torch_mirror=False, init='he'),
     'lenet5': ModelSpec(ae.LeNet5, None, (), "S2's classifier: LeNet-5 (softmax over the "
                         "data set's classes)", torch_mirror=False),
     'improved_cae_res_conv': ModelSpec(
@@ -149,6 +150,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
       conv_input_grad=conv_input_grad,
       rate=rate if config.name == 'rate_cae' else 0,
       num_classes=num_classes if config.name in CLASSIFIERS else 0,
+      init=spec.init,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
   if config.name in CLASSIFIERS:

@@ -20,6 +20,7 @@ from flax_cae.models.layers import (ConvTranspose, ModelOptions, conv_out_size,
 def _conv(features, stride, opts, name=None):
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
                  dtype=opts.dtype, param_dtype=jnp.float32, name=name,
+                 kernel_init=opts.kernel_init,
                  conv_general_dilated=(conv_subpixel_input_grad
                                        if stride == 2 and opts.conv_input_grad == 'subpixel'
                                        else None))
@@ -282,7 +283,8 @@ class S4Decoder(nn.Module):
     x = code['latent']
     out_widths = _decoder_widths(o)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv,
+                        o.transposed_kernel_init(2))(x)
       if i < len(out_widths) - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)
@@ -316,7 +318,8 @@ class VAEDecoder(nn.Module):
     x = norm_act_dropout(x, o, train, norm=False)
     out_widths = _decoder_widths(o)
     for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv)(x)
+      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv,
+                        o.transposed_kernel_init(2))(x)
       if i < len(out_widths) - 1:
         x = norm_act_dropout(x, o, train)
     return _output(x)

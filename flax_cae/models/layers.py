@@ -43,7 +43,21 @@ class ModelOptions:
   transposed_conv: str = 'subpixel'  # or 'dilated' (XLA's zero-insertion form); same function
   conv_input_grad: str = 'xla'  # or 'subpixel' (conv_subpixel_input_grad); same gradients
   rate: int = 0  # rate_cae: S2's compression rate (how much height and width shrink)
+  init: str = 'lecun'  # conv kernels: 'lecun' (Flax's default) | 'he' (S4's deep ReLU stacks)
   num_classes: int = 0  # classifiers: the data set's number of classes
+
+  @property
+  def kernel_init(self):
+    return nn.initializers.he_normal() if self.init == 'he' else nn.initializers.lecun_normal()
+
+  def transposed_kernel_init(self, stride: int):
+    """He's init for a transposed conv: each output pixel sees only 9 / stride**2 of the
+    kernel's taps, so the variance is scaled up by stride**2 (else a decoder of four of
+    them hands the sigmoid a signal 256x weaker than its bias, and training stalls on the
+    mean image)."""
+    if self.init != 'he':
+      return nn.initializers.lecun_normal()
+    return nn.initializers.variance_scaling(2.0 * stride * stride, 'fan_in', 'truncated_normal')
 
   @property
   def act(self) -> Callable:
@@ -103,10 +117,11 @@ class _TransposedConvParams(nn.Module):
   """nn.ConvTranspose's parameters (names, shapes, initialisers): both formulations below
   share them, so checkpoints and parameter counts do not depend on the choice."""
   features: int
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, in_features: int):
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+    kernel = self.param('kernel', self.kernel_init,
                         (3, 3, in_features, self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
     return kernel, bias
@@ -170,11 +185,13 @@ class ConvTranspose(nn.Module):
   target: tuple[int, int]
   dtype: Any = jnp.float32
   formulation: str = 'subpixel'
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
     s = self.stride
-    kernel, bias = _TransposedConvParams(self.features, name='ConvTranspose_0')(x.shape[-1])
+    kernel, bias = _TransposedConvParams(self.features, self.kernel_init,
+                                         name='ConvTranspose_0')(x.shape[-1])
     th, tw = self.target
     if th > s * x.shape[1] or tw > s * x.shape[2]:
       raise ConfigError(
