@@ -454,7 +454,8 @@ def pca_baseline(splits, rows, input_floats, n_images, classifier=None):
   for k in sizes:
     s = pca.score(splits['test'], k)
     out.append({'member': f'PCA ({k} floats)', 'seeds': 1, 'test_psnr': s['psnr'],
-                'test_ssim': s['ssim'], 'test_mse': s['mse'], 'bottleneck_floats': k,
+                'test_ssim': s['ssim'], 'test_mse': s['mse'], 'test_snr': s['snr'],
+                'bottleneck_floats': k,
                 'compression_ratio': input_floats / k, 'parameters': k * (input_floats + 1),
                 'x': next((r.get('x') for r in rows if r['bottleneck_floats'] == k), None),
                 'note': 'linear code fitted on the training split'})
