@@ -32,9 +32,9 @@ def errors_of(log):
   return [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
 
 
-def assert_png(path):
+def assert_png(path, min_size=100):
   with Image.open(path) as im:
-    assert im.format == 'PNG' and min(im.size) > 100, path
+    assert im.format == 'PNG' and min(im.size) >= min_size, (path, im.size)
     assert np.asarray(im.convert('L')).std() > 5, f'{path} is blank'
 
 
@@ -133,7 +133,7 @@ def test_a_denoiser_beats_its_noisy_input_and_a_vae_reports_kl(tmp_path, mnist):
   assert all(v['kl'] > 0 and v['loss'] > v['kl'] for v in val)
   samples = sorted((tmp_path / 'vae' / 'samples').glob('step_*.png'))
   assert [p.name for p in samples] == ['step_00000052.png', 'step_00000104.png']
-  assert_png(samples[-1])
+  assert_png(samples[-1], min_size=64)  # one row of 4 samples
 
   rc, out = run(['-m', 'flax_cae.visualize', f'--workdir={tmp_path / "vae"}', '--max_points=150'])
   assert rc == 0, out[-3000:]
@@ -186,7 +186,7 @@ def test_s4_study_denoises_colored_mnist_with_nl_means_and_visualizes(tmp_path, 
   assert len(noisy) == 4 and max(noisy) - min(noisy) < 1e-3  # the same noisy test images
   nl = rows[-1]
   assert float(nl['test_snr']) > float(nl['test_noisy_snr'])  # NL-means does denoise
-  assert float(rows[2]['test_kl']) > 0 and rows[0]['test_kl'] == ''
+  assert float(rows[2]['test_kl']) > 0 and math.isnan(float(rows[0]['test_kl']))  # no KL
   md = (workdir / 'study.md').read_text()
   assert '| noise | noisy input PSNR (dB) | noisy input SNR (dB) |' in md and '| KL |' in md
   for member in ('ae', 'ae_dropout_bn', 'vae'):
