@@ -77,8 +77,9 @@ def compiler_options(config) -> dict | None:
   return options if _compiles_with(tuple(options.items())) else None
 
 
-# Early-stopping metrics where smaller is better; the others (psnr, ssim) are maximised.
-MINIMIZED = ('loss', 'mse', 'l1', 'cross_entropy')
+# Validation metrics where smaller is better; the others (psnr, snr, ssim, accuracy) are
+# maximised.
+MINIMIZED = ('loss', 'mse', 'l1', 'cross_entropy', 'noisy_mse', 'kl')
 
 
 @flax.struct.dataclass
