@@ -79,4 +79,5 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   c.log_every_seconds = 10.0
   c.num_sample_images = 8
+  c.snapshot_every_epochs = 0   # reconstruction snapshots between evaluations too (0 = only at them)
   return c

@@ -356,8 +356,9 @@ def validate(config, n_devices: int):
     raise ConfigError('steps_per_call must be >= 0 (0 picks the backend default).')
   # Every numeric field, before any data is read or anything is written.
   for key, low in (('eval_every_epochs', 1), ('checkpoint_every_epochs', 1),
-                   ('keep_checkpoints', 1), ('num_sample_images', 0)):
-    value = config.get(key)
+                   ('keep_checkpoints', 1), ('num_sample_images', 0),
+                   ('snapshot_every_epochs', 0)):
+    value = config.get(key, 0 if key == 'snapshot_every_epochs' else None)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       raise ConfigError(f'{key} must be an integer >= {low}, got {value!r}; set '
                         f'--config.{key}={max(low, 1)} or more.')
@@ -546,6 +547,7 @@ def _member_numbers(configs) -> dict:
 # shapes the run's trajectory and must be what the workdir was trained with; num_epochs may
 # grow (not below what was trained, and not at all under a schedule that depends on it).
 MAY_CHANGE = ('log_every_seconds', 'eval_batch_size', 'num_sample_images', 'keep_checkpoints',
+              'snapshot_every_epochs',
               'eval_every_epochs', 'checkpoint_every_epochs', 'steps_per_call',
               'cpu_convolutions', 'cpu_malloc', 'data.data_dir', 'data.source_dir',
               'data.download', 'data.device_memory_limit_mb', 'num_epochs')
@@ -823,6 +825,26 @@ def log_train(run: Run):
   run.last_log, run.log_losses, run.log_start = now, [], run.step
 
 
+def write_snapshots(run: Run):
+  """Each member's reconstruction snapshot of the first validation images: originals, (a
+  denoiser's noisy inputs,) outputs, as reconstructions/step_N.png (flax_cae.visualize
+  stacks them) and in TensorBoard. Written at every evaluation and every
+  `snapshot_every_epochs`."""
+  if not (run.trainer.task.reconstructs and run.splits['validation'].n):
+    return
+  sample = run.trainer.sample_images(run.splits['validation'], run.config.num_sample_images)
+  recons = run.trainer.reconstruct(run.state, sample)
+  noisy = run.trainer.noisy_inputs(sample)
+  if not writers.is_writer():
+    return
+  for m, member in enumerate(run.members):
+    grid = writers.reconstruction_grid(sample / 255.0, *([] if noisy is None else [noisy]),
+                                       recons[m])
+    writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{run.step:08d}.png'),
+                     grid)
+    member.writer.image(run.step, 'validation/reconstructions', grid)
+
+
 def evaluate_and_save(run: Run, epoch: int):
   """Validation metrics and a picture per member, early-stopping bookkeeping; a checkpoint
   when one is due, when a member's model is its best so far by the selection metric (so it
@@ -831,10 +853,7 @@ def evaluate_and_save(run: Run, epoch: int):
   improved, scores = False, None
   if run.splits['validation'].n:
     vals = run.trainer.evaluate(run.state, run.splits['validation'])
-    if run.trainer.task.reconstructs:
-      sample = run.trainer.sample_images(run.splits['validation'], config.num_sample_images)
-      recons = run.trainer.reconstruct(run.state, sample)
-      noisy = run.trainer.noisy_inputs(sample)
+    write_snapshots(run)
     if run.trainer.task.samples_prior:
       priors = run.trainer.prior_samples(run.state, max(config.num_sample_images, 1))
     es_metric, selection = config.early_stopping.metric, selection_metric(config)
@@ -845,13 +864,6 @@ def evaluate_and_save(run: Run, epoch: int):
       logging.info('epoch %d step %d validation%s: %s', epoch, step,
                    f' ({member.name})' if run.grouped else '',
                    ', '.join(f'{k} {v:.4f}' for k, v in val.items() if k != 'count'))
-      if run.trainer.task.reconstructs and writers.is_writer():
-        # Originals, (a denoiser's noisy inputs,) outputs: the snapshots visualize stacks.
-        grid = writers.reconstruction_grid(sample / 255.0, *([] if noisy is None else [noisy]),
-                                           recons[m])
-        writers.save_png(os.path.join(member.workdir, 'reconstructions', f'step_{step:08d}.png'),
-                         grid)
-        member.writer.image(step, 'validation/reconstructions', grid)
       if run.trainer.task.samples_prior and writers.is_writer():
         writers.save_png(os.path.join(member.workdir, 'samples', f'step_{step:08d}.png'),
                          writers.reconstruction_grid(priors[m]))
@@ -922,6 +934,12 @@ def train_epochs(run: Run, stop) -> dict | None:
         run.meta['train_seconds'] += seconds
         run.timed_seconds += seconds
         evaluate_and_save(run, epoch)
+        run.seg_start = run.last_log = time.time()
+      elif config.get('snapshot_every_epochs') and epoch % config.snapshot_every_epochs == 0:
+        seconds = time.time() - run.seg_start  # (pictures are not training time)
+        run.meta['train_seconds'] += seconds
+        run.timed_seconds += seconds
+        write_snapshots(run)
         run.seg_start = run.last_log = time.time()
     if stop.reached(run.calls) and run.step < run.total_steps and not run.meta['stopped_early']:
       return save_on_stop(run, stop.signalled or 'SIGTERM')

@@ -44,6 +44,7 @@ BAD_FLAGS = [
     (['--config.checkpoint_every_epochs=0'], 'checkpoint_every_epochs must be an integer >= 1'),
     (['--config.keep_checkpoints=-1'], 'keep_checkpoints must be an integer >= 1'),
     (['--config.num_sample_images=-1'], 'num_sample_images must be an integer >= 0'),
+    (['--config.snapshot_every_epochs=-1'], 'snapshot_every_epochs must be an integer >= 0'),
     (['--config.model.widths=(0, 0, 0, 0)'], 'model.widths must be positive integers'),
     (['--config.model.name=rate_cae', '--config.model.rate=3'],
      'model.rate must be one of 2, 4, 8, 16'),

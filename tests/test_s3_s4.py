@@ -115,8 +115,11 @@ def denoise_flags(workdir, mnist, **values):
 
 
 def test_a_denoiser_beats_its_noisy_input_and_a_vae_reports_kl(tmp_path, mnist):
-  rc, log = run(denoise_flags(tmp_path / 'ae', mnist))
+  rc, log = run(denoise_flags(tmp_path / 'ae', mnist, snapshot_every_epochs=1))
   assert rc == 0, log[-3000:]
+  # Snapshots every epoch (26 steps), evaluations every second one.
+  assert sorted(p.name for p in (tmp_path / 'ae' / 'reconstructions').glob('*.png')) == [
+      f'step_{s:08d}.png' for s in (26, 52, 78, 104)]
   r = json.loads((tmp_path / 'ae' / 'results.json').read_text())
   assert r['test_snr'] > r['test_noisy_snr'] + 1.0, r  # measured: ~+5 dB after 4 epochs
   assert r['test_psnr'] > r['test_noisy_psnr'] and r['bottleneck_floats'] == 64
