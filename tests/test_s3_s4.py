@@ -40,9 +40,9 @@ def assert_png(path, min_size=100):
 
 @pytest.fixture(scope='module')
 def mnist(tmp_path_factory):
-  """Real t10k digits as official-named IDX files: 1,500 train, 300 test."""
+  """Real t10k digits as official-named IDX files: 1,500 train, 150 test."""
   tmp = tmp_path_factory.mktemp('mnist')
-  return str(data_fixtures.mnist_idx_dir(tmp, n_train=1500, n_test=300)), str(tmp / 'tfds')
+  return str(data_fixtures.mnist_idx_dir(tmp, n_train=1500, n_test=150)), str(tmp / 'tfds')
 
 
 # --- noise ---------------------------------------------------------------------------
@@ -127,7 +127,8 @@ def test_a_denoiser_beats_its_noisy_input_and_a_vae_reports_kl(tmp_path, mnist):
   assert grid.size[1] > 3 * 64  # three rows: clean, noisy input, output
 
   rc, log = run(denoise_flags(tmp_path / 'vae', mnist, **{
-      'model.name': 'conv_vae', 'model.latent_dim': 8, 'model.widths': '(16, 32)'}))
+      'model.name': 'conv_vae', 'model.latent_dim': 8, 'model.widths': '(16, 32)',
+      'num_epochs': 2}))
   assert rc == 0, log[-3000:]
   r = json.loads((tmp_path / 'vae' / 'results.json').read_text())
   assert r['task'] == 'variational' and r['test_kl'] > 0 and math.isfinite(r['test_snr'])
@@ -135,10 +136,10 @@ def test_a_denoiser_beats_its_noisy_input_and_a_vae_reports_kl(tmp_path, mnist):
          if '"validation"' in l]
   assert all(v['kl'] > 0 and v['loss'] > v['kl'] for v in val)
   samples = sorted((tmp_path / 'vae' / 'samples').glob('step_*.png'))
-  assert [p.name for p in samples] == ['step_00000052.png', 'step_00000104.png']
+  assert [p.name for p in samples] == ['step_00000052.png']
   assert_png(samples[-1], min_size=64)  # one row of 4 samples
 
-  rc, out = run(['-m', 'flax_cae.visualize', f'--workdir={tmp_path / "vae"}', '--max_points=150'])
+  rc, out = run(['-m', 'flax_cae.visualize', f'--workdir={tmp_path / "vae"}', '--max_points=100'])
   assert rc == 0, out[-3000:]
   for name in ('tsne_2d', 'tsne_3d', 'interpolations', 'snapshots'):
     assert_png(tmp_path / 'vae' / 'visualize' / f'{name}.png')
@@ -175,24 +176,24 @@ def test_s4_study_denoises_colored_mnist_with_nl_means_and_visualizes(tmp_path, 
   rc, log = run(['launch.py', '--config=configs/studies/s4_colored_mnist.py',
                  f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in {
                      'data.source_dir': source_dir, 'data.data_dir': data_dir,
-                     'data.download': False, 'data.validation_size': 200, 'num_epochs': 2,
+                     'data.download': False, 'data.validation_size': 200, 'num_epochs': 1,
                      'eval_every_epochs': 1, 'checkpoint_every_epochs': 1, 'batch_size': 50,
                      'eval_batch_size': 100, 'num_sample_images': 4,
-                     'study.num_grid_images': 4}.items())])
+                     'study.num_grid_images': 4, 'study.only': 'ae,vae'}.items())])
   assert rc == 0, log[-4000:]
   rows = read_rows(workdir)
-  assert [r['member'] for r in rows] == ['ae', 'ae_dropout_bn', 'vae', 'PCA (16 floats)',
-                                         'PCA (64 floats)', 'NL-means (gaussian sigma 0.2)']
+  assert [r['member'] for r in rows] == ['ae', 'vae', 'PCA (16 floats)', 'PCA (64 floats)',
+                                         'NL-means (gaussian sigma 0.2)']
   for r in rows:
     assert math.isfinite(float(r['test_snr'])) and math.isfinite(float(r['test_psnr']))
   noisy = [float(r['test_noisy_snr']) for r in rows if r['noise']]
-  assert len(noisy) == 4 and max(noisy) - min(noisy) < 1e-3  # the same noisy test images
+  assert len(noisy) == 3 and max(noisy) - min(noisy) < 1e-3  # the same noisy test images
   nl = rows[-1]
   assert float(nl['test_snr']) > float(nl['test_noisy_snr'])  # NL-means does denoise
-  assert float(rows[2]['test_kl']) > 0 and math.isnan(float(rows[0]['test_kl']))  # no KL
+  assert float(rows[1]['test_kl']) > 0 and math.isnan(float(rows[0]['test_kl']))  # no KL
   md = (workdir / 'study.md').read_text()
   assert '| noise | noisy input PSNR (dB) | noisy input SNR (dB) |' in md and '| KL |' in md
-  for member in ('ae', 'ae_dropout_bn', 'vae'):
+  for member in ('ae', 'vae'):
     for name in ('tsne_2d', 'tsne_3d', 'interpolations', 'snapshots'):
       assert_png(workdir / 'members' / member / 'visualize' / f'{name}.png')
   assert list((workdir / 'members' / 'vae' / 'samples').glob('*.png'))
@@ -203,8 +204,8 @@ def test_s4_study_denoises_colored_mnist_with_nl_means_and_visualizes(tmp_path, 
 def test_s3_study_compares_fc_ae_and_cae_for_compression_and_denoising(tmp_path):
   workdir = tmp_path / 's3'
   rc, log = run(['launch.py', '--config=configs/studies/s3_faces.py', f'--workdir={workdir}',
-                 f'--config.data.data_dir={tmp_path / "tfds"}', '--config.num_epochs=4',
-                 '--config.eval_every_epochs=2', '--config.checkpoint_every_epochs=2',
+                 f'--config.data.data_dir={tmp_path / "tfds"}', '--config.num_epochs=2',
+                 '--config.eval_every_epochs=1', '--config.checkpoint_every_epochs=1',
                  '--config.log_every_seconds=0', '--config.study.num_grid_images=4'])
   assert rc == 0, log[-4000:]
   rows = read_rows(workdir)
