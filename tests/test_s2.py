@@ -80,6 +80,7 @@ def test_lenet5_learns_mnist_digits(tmp_path, mnist):
   assert not (workdir / 'reconstructions').exists()  # a classifier draws no reconstructions
 
 
+@pytest.mark.slow
 def test_lenet5_learns_cifar10_photos(tmp_path, cifar):
   root, data_dir = cifar
   workdir = tmp_path / 'lenet'
@@ -98,7 +99,8 @@ def s2_flags(cifar, workdir, **overrides):
       'data.name': 'image_folder', 'data.source_dir': root, 'data.data_dir': data_dir,
       'data.download': False, 'data.image_size': '(32, 32)', 'data.channels': 3,
       'data.validation_size': 40, 'data.test_size': 60, 'batch_size': 25, 'eval_batch_size': 20,
-      'num_epochs': 2, 'num_sample_images': 4, 'study.num_grid_images': 4, **overrides}
+      'num_epochs': 2, 'num_sample_images': 4, 'study.num_grid_images': 4,
+      'study.only': 'rate_2,rate_8,rate_16', **overrides}
   return ['launch.py', '--config=configs/studies/s2_compression_rate.py', f'--workdir={workdir}',
           *(f'--config.{k}={v}' for k, v in values.items())]
 
@@ -113,17 +115,18 @@ def study(tmp_path_factory, cifar):
   return workdir, rows
 
 
+@pytest.mark.slow
 def test_s2_study_rows_accuracies_pca_and_figures(study):
   workdir, rows = study
-  cae, pca = rows[:4], rows[4:]
-  assert [r['member'] for r in cae] == ['rate_2', 'rate_4', 'rate_8', 'rate_16']
-  assert [int(r['x']) for r in cae] == [2, 4, 8, 16]
+  cae, pca = rows[:3], rows[3:]  # (rate 4 left out to keep the suite short)
+  assert [r['member'] for r in cae] == ['rate_2', 'rate_8', 'rate_16']
+  assert [int(r['x']) for r in cae] == [2, 8, 16]
   # Height and width shrink by the rate; 32 code channels.
-  assert [int(r['bottleneck_floats']) for r in cae] == [8192, 2048, 512, 128]
+  assert [int(r['bottleneck_floats']) for r in cae] == [8192, 512, 128]
   assert cae[0]['note'] == 'not a compression'
   # PCA with each compressing rate's floats (rate 2 keeps more floats than the image has).
-  assert [(r['member'], int(r['x'])) for r in pca] == [
-      ('PCA (128 floats)', 16), ('PCA (512 floats)', 8), ('PCA (2048 floats)', 4)]
+  assert [(r['member'], int(r['x'])) for r in pca] == [('PCA (128 floats)', 16),
+                                                       ('PCA (512 floats)', 8)]
   classifier = json.loads((workdir / 'classifier' / 'results.json').read_text())
   assert classifier['model'] == 'lenet5'
   for r in rows:
@@ -142,6 +145,7 @@ def test_s2_study_rows_accuracies_pca_and_figures(study):
       assert np.asarray(im.convert('L')).std() > 10  # not a blank canvas
 
 
+@pytest.mark.slow
 def test_evaluate_command_scores_a_member_like_the_study(study):
   workdir, rows = study
   member = workdir / 'members' / 'rate_8'
@@ -157,6 +161,7 @@ def test_evaluate_command_scores_a_member_like_the_study(study):
   assert got['count'] == 60 and got['split'] == 'test'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,expected', [
     (['--workdir={classifier}', '--classifier={member}'], 'holds a classifier, not an autoencoder'),
     (['--workdir={member}', '--classifier={member}'], 'not a classifier'),
@@ -164,7 +169,7 @@ def test_evaluate_command_scores_a_member_like_the_study(study):
 ], ids=['swapped', 'not a classifier', 'unfinished'])
 def test_evaluate_command_bad_workdirs_are_one_sentence(study, tmp_path, args, expected):
   workdir, _ = study
-  paths = dict(classifier=workdir / 'classifier', member=workdir / 'members' / 'rate_4',
+  paths = dict(classifier=workdir / 'classifier', member=workdir / 'members' / 'rate_16',
                missing=tmp_path / 'nothing')
   rc, out = run(['-m', 'flax_cae.evaluate', *(a.format(**paths) for a in args)])
   lines = [l for l in out.splitlines() if l.startswith('flax-cae: error:')]
@@ -172,18 +177,20 @@ def test_evaluate_command_bad_workdirs_are_one_sentence(study, tmp_path, args, e
   assert 'Traceback' not in out
 
 
+@pytest.mark.slow
 def test_s2_bad_classifier_values_are_one_sentence(tmp_path, cifar, study):
   workdir, _ = study
   rc, log = run(s2_flags(cifar, tmp_path / 'w', **{'study.classifier.model.name': 'rate_cae'}))
   lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
   assert rc == 2 and len(lines) == 1 and 'which is not a classifier' in lines[0], log[-2000:]
   rc, log = run(s2_flags(cifar, tmp_path / 'w2', **{
-      'study.classifier_workdir': workdir / 'members' / 'rate_4'}))
+      'study.classifier_workdir': workdir / 'members' / 'rate_16'}))
   lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
   assert rc == 2 and len(lines) == 1 and 'not a classifier' in lines[0], log[-2000:]
   assert not (tmp_path / 'w2' / 'members').exists()
 
 
+@pytest.mark.slow
 def test_a_given_classifier_is_reused_not_retrained(tmp_path, cifar, study):
   workdir, rows = study
   out = tmp_path / 'again'
@@ -196,4 +203,4 @@ def test_a_given_classifier_is_reused_not_retrained(tmp_path, cifar, study):
     again = list(csv.DictReader(f))
   # The same classifier on the same test images: the same accuracy on the originals.
   assert again[0]['member'] == 'rate_16' and float(again[0]['accuracy_ratio']) >= 0
-  assert float(again[0]['accuracy_original']) == pytest.approx(float(rows[3]['accuracy_original']))
+  assert float(again[0]['accuracy_original']) == pytest.approx(float(rows[2]['accuracy_original']))
