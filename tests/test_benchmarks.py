@@ -7,6 +7,10 @@ import sys
 
 import pytest
 
+# End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
+pytestmark = pytest.mark.slow
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -11,11 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from PIL import Image
 
 import data_fixtures
 from flax_cae import baselines, models
 from flax_cae.data import pipeline
+
+# End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = ('psnr_ssim.png', 'validation_psnr.png', 'reconstructions.png')

@@ -13,6 +13,7 @@ import pytest
 from test_studies import ROOT, assert_study, cifar, launch, tiny  # pylint: disable=unused-import
 
 
+@pytest.mark.slow
 def test_interrupted_study_resumes_without_retraining(tmp_path, cifar):
   workdir = str(tmp_path / 'resume')
   flags = tiny(cifar, workdir, 's1_losses', **{'study.only': 'mse,l1', 'num_epochs': 8})
