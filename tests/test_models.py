@@ -206,6 +206,7 @@ def test_max_pool_2x2_equals_flax_max_pool(shape):
                              rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # (long: README, -m slow)
 def test_models_with_either_formulation_are_the_same_function():
   x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
   for name in ('base_cae', 'improved_cae', 'cae'):

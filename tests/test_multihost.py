@@ -21,6 +21,7 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
+@pytest.mark.slow  # (long: README, -m slow)
 def test_two_processes_match_one(tmp_path, data_dir):
   """1 process x 4 devices, 2 processes x 2 devices with every split on the devices (each
   process loads its own block of rows), and 2 x 2 with every batch streamed from the host
