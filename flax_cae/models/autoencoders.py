@@ -271,6 +271,17 @@ class S4Encoder(nn.Module):
     return {'latent': x}
 
 
+def _transposed_stages(x, o: ModelOptions, sizes, train):
+  """Stride-2 transposed convs back through the encoder's sizes to the image's channels,
+  norm/activation/dropout between them (S4's AE and VAE decoders)."""
+  out_widths = _decoder_widths(o)
+  for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
+    x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv, o.transposed_kernel_init(2))(x)
+    if i < len(out_widths) - 1:
+      x = norm_act_dropout(x, o, train)
+  return x
+
+
 class S4Decoder(nn.Module):
   """Mirror of S4Encoder: stride-2 transposed convs back through the widths (32, 64, 128)
   and a last one to the image's channels (four in all), ReLU between, sigmoid output."""
@@ -281,13 +292,7 @@ class S4Decoder(nn.Module):
     o = self.opts
     sizes = _stage_sizes(o, [2] * len(o.widths))
     x = code['latent']
-    out_widths = _decoder_widths(o)
-    for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv,
-                        o.transposed_kernel_init(2))(x)
-      if i < len(out_widths) - 1:
-        x = norm_act_dropout(x, o, train)
-    return _output(x)
+    return _output(_transposed_stages(x, o, sizes, train))
 
 
 class VAEEncoder(nn.Module):
@@ -316,13 +321,7 @@ class VAEDecoder(nn.Module):
     h, w = sizes[-1]
     x = _dense(h * w * o.widths[-1], o)(code['latent']).reshape(-1, h, w, o.widths[-1])
     x = norm_act_dropout(x, o, train, norm=False)
-    out_widths = _decoder_widths(o)
-    for i, (feat, target) in enumerate(zip(out_widths, reversed(sizes[:-1]))):
-      x = ConvTranspose(feat, 2, target, o.dtype, o.transposed_conv,
-                        o.transposed_kernel_init(2))(x)
-      if i < len(out_widths) - 1:
-        x = norm_act_dropout(x, o, train)
-    return _output(x)
+    return _output(_transposed_stages(x, o, sizes, train))
 
 
 # --- S2's classifier ----------------------------------------------------------------
