@@ -13,14 +13,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict(dict(
-      name='lfw_subset',        # mnist | colored_mnist | cifar10 | cinic10 | image_folder | lfw_subset
+      name='lfw_subset',        # mnist | colored_mnist | cifar10 | cinic10 | image_folder | lfw | lfw_subset
       data_dir='~/tensorflow_datasets',  # where prepared (array_record) data sets live
       source_dir='',            # a folder holding the official files, for offline machines
       download=True,            # let TFDS fetch the official files when online
-      validation_size=20,       # carved from train (mnist, cifar10, image_folder, lfw_subset)
+      validation_size=20,       # carved from train (all but cinic10)
       test_size=20,             # carved from train where there is no test split
-      image_size=(32, 32),      # image_folder only: resize to (height, width)
-      channels=3,               # image_folder only: 1 (grayscale) or 3 (RGB)
+      image_size=(32, 32),      # image_folder and lfw only: resize to (height, width)
+      channels=3,               # image_folder and lfw only: 1 (grayscale) or 3 (RGB)
       device_memory_limit_mb=2048,  # splits up to this size live on the devices as uint8
       # Denoising (S3, S4): inputs corrupted on the device, targets clean (flax_cae/noise.py).
       noise=dict(kind='none',   # none | gaussian | salt_pepper

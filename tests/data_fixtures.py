@@ -249,3 +249,56 @@ def mnist_idx_dir(tmp_path, n_train: int = 300, n_test: int = 100) -> Path:
     write_idx_gz(folder / f'{prefix}-images-idx3-ubyte.gz', images[sl])
     write_idx_gz(folder / f'{prefix}-labels-idx1-ubyte.gz', labels[sl])
   return folder
+
+
+def lfw_tree(tmp_path, people: int = 10, per_person: int = 10) -> Path:
+  """LFW's extracted layout, lfw/<Person>/<Person>_NNNN.jpg, 250x250 RGB JPEGs, from the real
+  faces of scikit-image's LFW subset: each 25x25 face is enlarged to 120x120 and pasted where
+  LFW's aligned photos have the face (centre row 133, column 125) on a graded background."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  faces = skimage.data.lfw_subset()[:100]  # the first 100 are faces
+  root = Path(tmp_path) / 'lfw_source'
+  yy, xx = np.mgrid[0:250, 0:250]
+  for p in range(people):
+    person = f'Person_{chr(65 + p)}{p:02d}'
+    (root / 'lfw' / person).mkdir(parents=True)
+    for k in range(per_person):
+      face = faces[(p * per_person + k) % len(faces)]
+      canvas = (40 + 0.3 * yy + 0.2 * xx + 30 * (p % 3)).astype(np.uint8)
+      rgb = np.stack([canvas, canvas[::-1], canvas.T], -1)
+      big = Image.fromarray(np.uint8(face * 255)).resize((120, 120), Image.Resampling.BICUBIC)
+      rgb[73:193, 65:185] = np.asarray(big)[..., None] * np.array([1.0, 0.9, 0.8])
+      Image.fromarray(rgb).save(root / 'lfw' / person / f'{person}_{k + 1:04d}.jpg', quality=90)
+  return root
+
+
+def tfds_lfw(tmp_path, data_dir: Path, **tree_kw) -> Path:
+  """TFDS's own `lfw` prepared (array_record) in data_dir by TFDS's lfw builder, from
+  lfw_tree's images instead of its download; returns the extracted tree it read.
+
+  Only where the files come from changes: TFDS's builder lists them with tf.io.gfile (its
+  one use of TensorFlow), so the listing is done with os here; its features, keys and
+  encoding are TFDS's own."""
+  import os  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.datasets.lfw import lfw_dataset_builder  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from flax_cae.data import builders  # pylint: disable=g-import-not-at-top
+  tree = lfw_tree(tmp_path, **tree_kw)
+
+  class LocalLfw(lfw_dataset_builder.Builder, skip_registration=True):
+    name = 'lfw'
+    __module__ = lfw_dataset_builder.__name__  # where TFDS finds lfw's metadata and checksums
+    # TFDS 4.9.10's code_path needs the importlib_resources backport it no longer installs.
+    code_path = builders._ClassProperty(lambda cls: Path(lfw_dataset_builder.__file__))  # pylint: disable=protected-access
+
+    def _split_generators(self, dl_manager):
+      return [tfds.core.SplitGenerator(name='train',
+                                       gen_kwargs={'data_path': str(tree / 'lfw')})]
+
+    def path_maker(self, path):
+      return [[d, os.path.join(path, d, f)] for d in sorted(os.listdir(path))
+              for f in sorted(os.listdir(os.path.join(path, d)))]
+
+  LocalLfw(data_dir=str(data_dir), file_format='array_record').download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return tree

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import data_fixtures
 from configs import default
@@ -40,6 +41,7 @@ def test_launch_default_config(tmp_path):
   assert len(list((workdir / 'reconstructions').glob('*.png'))) == 2
 
 
+@pytest.mark.slow  # default-run time (CI's 15 minutes); `-m slow` runs it
 def test_launch_s1_skip_config_on_mnist(tmp_path):
   """configs/mnist_improved_skip.py on real MNIST digits in the official IDX files."""
   data_fixtures.require_shared_data('mnist')

@@ -57,6 +57,10 @@ BAD_FLAGS = [
     (['--config.optimizer.learnin_rate=1'], 'Did you mean "learning_rate"'),
     (['--config.data.name=cifar10', '--config.data.download=False'],
      'needs cifar-10-python.tar.gz'),
+    (['--config.data.name=lfw', '--config.data.download=False'],
+     "needs lfw.tgz but the data set is not prepared in"),  # names TFDS's lfw too (test_lfw.py)
+    (['--config.data.name=lfw', '--config.data.channels=2'],
+     'channels=2 is not supported; set --config.data.channels to 1 (grayscale) or 3 (RGB)'),
 ]
 
 

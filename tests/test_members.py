@@ -33,8 +33,7 @@ def _params(directory, step):
 
 
 def test_vmapped_members_match_one_by_one(tmp_path, data_dir):
-  numbers = [dict(seed=0, lr=1e-3, alpha=0.1), dict(seed=1, lr=1e-3, alpha=0.5),
-             dict(seed=0, lr=3e-3, alpha=0.1)]
+  numbers = [dict(seed=0, lr=1e-3, alpha=0.1), dict(seed=1, lr=3e-3, alpha=0.5)]
   configs = [tiny_config(data_dir, seed=n['seed'], **{'optimizer.learning_rate': n['lr'],
                                                       'loss.name': 'l1+mse', 'loss.alpha': n['alpha']})
              for n in numbers]
@@ -44,7 +43,7 @@ def test_vmapped_members_match_one_by_one(tmp_path, data_dir):
 
   last = together[0]['total_steps']
   stacked, meta = _params(str(tmp_path / 'together'), last)
-  assert meta['members']['learning_rate'] == pytest.approx([1e-3, 1e-3, 3e-3])
+  assert meta['members']['learning_rate'] == pytest.approx([1e-3, 3e-3])
   for i, (t, a) in enumerate(zip(together, alone)):
     single, _ = _params(str(tmp_path / f'alone{i}'), last)
     assert_trees_close(_without_layer_biases(jax.tree.map(lambda x, i=i: x[i], stacked)),
@@ -54,7 +53,7 @@ def test_vmapped_members_match_one_by_one(tmp_path, data_dir):
       assert t[key] == pytest.approx(a[key], rel=1e-3), key  # SSIM near 0.15: ~1.5e-4 seen
     assert os.path.isfile(tmp_path / 'together' / f'm{i}' / 'results.json')
   # The members really differ: different seeds and rates give different models.
-  assert not np.allclose(together[0]['test_psnr'], together[2]['test_psnr'], atol=1e-6)
+  assert not np.allclose(together[0]['test_psnr'], together[1]['test_psnr'], atol=1e-6)
 
 
 def test_checkpoints_keep_each_members_best(tmp_path):

@@ -86,7 +86,8 @@ def test_sigkill_at_several_points_then_resume(tmp_path, data_dir, reference):
   assert_same_params(params, reference)
 
 
-@pytest.mark.parametrize('sig,name', [(signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'Ctrl-C')])
+@pytest.mark.parametrize('sig,name', [(signal.SIGTERM, 'SIGTERM'), pytest.param(
+    signal.SIGINT, 'Ctrl-C', marks=pytest.mark.slow)])  # Ctrl-C: `-m slow` (CI time)
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, data_dir, reference,
                                                                 sig, name):
   workdir = str(tmp_path / 'preempted')

@@ -59,7 +59,7 @@ REFUSED = [
     (['--config.data.validation_size=30', '--config.data.test_size=30'],
      "'data.test_size': (20, 30)"),
     (['--config.batch_size=20'], "'batch_size': (40, 20)"),
-    (['--config.model.activation=tanh'], "'model.activation': ('leaky_relu', 'tanh')"),
+    (['--config.data.noise.kind=gaussian'], "'data.noise.kind': ('none', 'gaussian')"),
     (['--config.num_epochs=1'], 'has already trained 2 epochs, more than num_epochs=1'),
 ]
 
@@ -87,6 +87,7 @@ def test_more_epochs_continue_the_run(tmp_path, data_dir):
   assert results['total_steps'] == 12
 
 
+@pytest.mark.slow  # default-run time (CI's 15 minutes); `-m slow` runs it
 def test_longer_run_under_a_length_dependent_schedule_is_refused(tmp_path, data_dir):
   workdir = tmp_path / 'run'
   cosine = '--config.optimizer.schedule.name=warmup_cosine'

@@ -3,9 +3,10 @@ autoencoder (SimpleAE: one hidden layer) against a CAE with the same code size, 
 compression and for denoising, on faces; loss against training time for all four.
 
 Data: scikit-image's bundled LFW subset by default (200 grayscale 25x25 crops, 100 of them
-faces; no download; 160 train / 20 validation / 20 test), or any image folder of faces
-(--config.data.name=image_folder --config.data.source_dir=... --config.data.image_size="(64, 64)"
---config.data.channels=1, as S3's 64x64 crops). Code: 64 floats for both models. Denoising:
+faces; no download; 160 train / 20 validation / 20 test); LFW itself at S3's 64x64 grayscale with
+--config.data.name=lfw --config.data.image_size="(64, 64)" --config.data.channels=1 (TFDS's lfw
+where prepared in data_dir, else lfw.tgz in --config.data.source_dir); or any image folder of
+faces (--config.data.name=image_folder --config.data.source_dir=...). Code: 64 floats for both models. Denoising:
 Gaussian noise, sigma 0.1 (S3 states no level), clean targets; the NL-means row is the
 classical denoiser on the same noisy test images. Adam 1e-3 (S3), batch 32, 200 epochs.
 

@@ -22,6 +22,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import itertools
 import logging
 import os
 import pickle
@@ -129,7 +130,7 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
 
 
 def decode_image(file: str | Path | bytes, *, name: str, channels: int,
-                 size: tuple[int, int] | None = None, fix: str) -> np.ndarray:
+                 size: tuple[int, int] | None = None, crop=None, fix: str) -> np.ndarray:
   """Decodes an image file (path or its bytes) to uint8 [H, W, channels].
 
   Args:
@@ -137,6 +138,7 @@ def decode_image(file: str | Path | bytes, *, name: str, channels: int,
     name: how errors name the file.
     channels: 1 (grayscale) or 3 (RGB); other modes (RGBA, P, CMYK, 16-bit) are converted.
     size: (H, W) to resize to (Pillow bicubic, antialiased), or None to keep the size.
+    crop: (left, top, right, bottom) as fractions of the image, cut before resizing; None: all.
     fix: the second half of the error sentence: how to fix an unreadable file.
 
   Raises:
@@ -144,10 +146,14 @@ def decode_image(file: str | Path | bytes, *, name: str, channels: int,
   """
   try:
     with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as img:
-      if size is not None and img.format == 'JPEG':
+      if size is not None and crop is None and img.format == 'JPEG':
         # libjpeg decodes at 1/2, 1/4 or 1/8 scale for free when the target is that small.
         img.draft('L' if channels == 1 else 'RGB', (size[1], size[0]))
       img = _to_mode(img, channels)
+      if crop is not None:
+        w, h = img.size
+        img = img.crop((round(crop[0] * w), round(crop[1] * h), round(crop[2] * w),
+                        round(crop[3] * h)))
       if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
       arr = np.asarray(img, dtype=np.uint8)
@@ -321,6 +327,10 @@ class FlaxCaeBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           self.DISPLAY_NAME, self.SOURCE_FILES,
           f'downloading failed ({type(e).__name__}: {str(e)[:200]})') from e
     return {k: Path(v) for k, v in paths.items()}
+
+  def needs_files(self) -> bool:
+    """Whether preparing reads SOURCE_FILES (from source_dir or a download)."""
+    return bool(self.SOURCE_FILES)
 
   def _split_generators(self, dl_manager):
     return self._generators(self._source_paths(dl_manager))
@@ -622,7 +632,7 @@ def image_files(root: Path) -> tuple[list[tuple[str, str, int]], list[str]]:
 
 
 class _HideCustomConfigWarning(logging.Filter):
-  """Drops TFDS's 'Using custom data configuration' warning for image-folder configs.
+  """Drops TFDS's 'Using custom data configuration' warning for image-folder and LFW configs.
 
   Every ImageFolderConfig is made on the fly (one per folder and size), which is
   how the builder is meant to be used, so the warning would only be noise.
@@ -630,7 +640,7 @@ class _HideCustomConfigWarning(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     return not (isinstance(record.args, tuple) and record.args
-                and isinstance(record.args[0], ImageFolderConfig))
+                and isinstance(record.args[0], (ImageFolderConfig, LfwConfig)))
 
 
 logging.getLogger('absl').addFilter(_HideCustomConfigWarning())
@@ -713,3 +723,157 @@ class LfwSubset(FlaxCaeBuilder):
     images = np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)[..., None]
     for i in range(len(images)):
       yield i, {'image': images[i], 'label': int(i < 100)}  # the first 100 are faces
+
+
+# ---------------------------------------------------------------------------------------------- LFW
+
+LFW_URL = 'https://ndownloader.figshare.com/files/5976018'  # lfw.tgz; TFDS and scikit-learn's URL
+# The face in LFW's 250x250 images: a 128x128 square centred on the box scikit-learn's
+# fetch_lfw_people crops by default (rows 70-195, columns 78-172), so chin to brow, little
+# background. As fractions (left, top, right, bottom) so any image size crops alike.
+LFW_FACE_BOX = (61 / 250, 69 / 250, 189 / 250, 197 / 250)
+
+
+@dataclasses.dataclass(eq=False)
+class LfwConfig(tfds.core.BuilderConfig):
+  """LFW faces at one size: image_size (H, W), channels (1 or 3)."""
+  image_size: tuple[int, int] = (64, 64)
+  channels: int = 1
+
+
+def lfw_config(image_size: tuple[int, int], channels: int) -> LfwConfig:
+  h, w = image_size
+  return LfwConfig(name=f'{h}x{w}x{channels}', image_size=(int(h), int(w)), channels=int(channels),
+                   description=f'LFW faces cropped to the face and resized to {h}x{w}x{channels}.')
+
+
+def tfds_lfw_dir(*data_dirs) -> Path | None:
+  """The newest version folder of TFDS's own `lfw` prepared in one of data_dirs, or None."""
+  for d in data_dirs:
+    if d:
+      found = sorted(Path(d).expanduser().glob('lfw/*/dataset_info.json'),
+                     key=lambda p: tuple(int(x) for x in re.findall(r'\d+', p.parent.name)))
+      if found:
+        return found[-1].parent
+  return None
+
+
+class Lfw(FlaxCaeBuilder):
+  """Labeled Faces in the Wild (13,233 photos of 5,749 people), cropped to the face.
+
+  Read from TFDS's own `lfw` where it is prepared (in data_dir, or in source_dir as a
+  TFDS data folder; array_record, read with tfds.data_source, no TensorFlow), else from
+  the official lfw.tgz (or its extracted lfw/ folder) in source_dir, else downloaded.
+  Labels are people, by sorted name. Construct with `config=lfw_config((H, W), channels)`.
+  """
+
+  name = 'flax_cae_lfw'
+  DISPLAY_NAME = 'lfw'
+  SOURCE_FILES = (SourceFile('lfw.tgz', LFW_URL),)
+  DESCRIPTION = 'LFW faces, cropped to the face and resized.'
+  HOMEPAGE = 'http://vis-www.cs.umass.edu/lfw/'
+
+  def __init__(self, *, config: LfwConfig, **kwargs):
+    super().__init__(config=config, **kwargs)
+
+  def _info(self):
+    cfg = self.builder_config
+    labels_file = Path(self.data_path) / 'label.labels.txt'
+    names = [n for n in labels_file.read_text().split('\n') if n] if labels_file.is_file() else None
+    return _LocalDatasetInfo(  # names=None: set once the source is read (_generators)
+        builder=self, description=cfg.description,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(*cfg.image_size, cfg.channels), dtype=np.uint8,
+                                          encoding='bytes'),
+            'label': tfds.features.ClassLabel(names=names)}),
+        supervised_keys=('image', 'label'), homepage=self.HOMEPAGE)
+
+  def tfds_source(self) -> Path | None:
+    """TFDS's prepared `lfw` this builder reads, if there is one."""
+    return tfds_lfw_dir(self.source_dir, self.data_dir_root)
+
+  def needs_files(self) -> bool:
+    return self.tfds_source() is None
+
+  @classmethod
+  def _find_sources(cls, source_dir):
+    tarball = source_dir / 'lfw.tgz'
+    if tarball.is_file():
+      return {tarball.name: tarball}
+    for folder in (source_dir / 'lfw', source_dir):  # the extracted form: lfw/<person>/<jpg>
+      if folder.is_dir() and any(p.suffix == '.jpg' for p in itertools.islice(
+          folder.glob('*/*.jpg'), 1)):
+        return {tarball.name: folder}
+    return {}
+
+  def _source_paths(self, dl_manager):
+    return {} if self.tfds_source() else super()._source_paths(dl_manager)
+
+  def _generators(self, paths):
+    if self.tfds_source():
+      items = self._from_tfds(self.tfds_source())
+    else:
+      items = self._from_files(Path(paths['lfw.tgz']))
+    people = sorted({person for person, _, _ in items})
+    self.info.features['label'].names = people
+    index = {p: i for i, p in enumerate(people)}
+    return {'train': ordered_map(lambda item: self._decode(item, index), items)}
+
+  def _decode(self, item, index):
+    person, key, file = item
+    cfg = self.builder_config
+    image = decode_image(file, name=key, channels=cfg.channels, size=cfg.image_size,
+                         crop=LFW_FACE_BOX, fix='prepare LFW again from a fresh lfw.tgz')
+    return key, {'image': image, 'label': index[person]}
+
+  def _from_tfds(self, folder: Path) -> list[tuple[str, str, bytes]]:
+    """[(person, key, JPEG bytes)] from TFDS's prepared lfw (its stored order)."""
+    fix = ('flax-cae reads it as array_record without TensorFlow: prepare it with `tfds build '
+           'lfw --file_format=array_record`, or put lfw.tgz in a folder and set '
+           '--config.data.source_dir=DIR')
+    try:
+      builder = tfds.builder_from_directory(folder)
+      stored = builder.info.file_format
+      if stored is not None and stored.value != 'array_record':
+        raise DataError(f"TFDS's lfw in {str(folder)!r} is stored as {stored.value}; {fix}.")
+      source = builder.as_data_source(split='train')
+      items = []
+      for lo in range(0, len(source), 512):
+        for ex in _raw_examples(source, range(lo, min(lo + 512, len(source)))):
+          person = ex['label']
+          items.append((person, f'{person}/{len(items):05d}', ex['image']))
+      return items
+    except DataError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (any read problem)
+      reason = ' '.join(str(e).split('\n')[0].split())[:200]
+      raise DataError(f"Cannot read TFDS's lfw prepared in {str(folder)!r} ({type(e).__name__}: "
+                      f'{reason}); {fix}.') from e
+
+  def _from_files(self, path: Path) -> list[tuple[str, str, Any]]:
+    """[(person, key, path or bytes)] from lfw.tgz or its extracted folder."""
+    fix = f'download lfw.tgz again from {LFW_URL}'
+    items = []
+    try:
+      if path.is_dir():
+        for f in sorted(path.glob('*/*.jpg')):
+          items.append((f.parent.name, f'{f.parent.name}/{f.name}', f))
+      else:  # ~180 MB: the JPEGs (~13k x 15 kB) are kept in memory while they are decoded
+        for member, read in iter_tar_files(path):
+          parts = member.split('/')
+          if len(parts) >= 2 and parts[-1].endswith('.jpg'):
+            items.append((parts[-2], f'{parts[-2]}/{parts[-1]}', read()))
+    except (OSError, EOFError, tarfile.TarError) as e:
+      raise DataError(f'Cannot read LFW from {str(path)!r} ({e}); {fix}.') from e
+    if not items:
+      raise DataError(f'{str(path)!r} holds no LFW images (lfw/<person>/<person>_NNNN.jpg); {fix}.')
+    return items
+
+
+def _raw_examples(source, indices) -> Iterator[dict[str, Any]]:
+  """TFDS lfw examples {'image': encoded JPEG bytes, 'label': person} without decoding them."""
+  from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
+  for record in source.data_source.__getitems__(list(indices)):
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+    yield {'image': feature['image'].bytes_list.value[0],
+           'label': feature['label'].bytes_list.value[0].decode('utf-8')}

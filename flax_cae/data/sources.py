@@ -67,6 +67,9 @@ DATASETS: dict[str, DatasetSpec] = {
     'image_folder': DatasetSpec(builders.ImageFolder, ('train',), (),
                                 'ROOT/<class>/<images> at any size; validation and test '
                                 'carved from train'),
+    'lfw': DatasetSpec(builders.Lfw, ('train',), builders.Lfw.SOURCE_FILES,
+                       "LFW faces cropped to the face, at any size: TFDS's lfw where prepared, "
+                       'else lfw.tgz; validation and test carved from train'),
     'lfw_subset': DatasetSpec(builders.LfwSubset, ('train',), (),
                               "scikit-image's 200 25x25x1 LFW crops (no download); "
                               'validation and test carved from train'),
@@ -84,10 +87,14 @@ def _spec(name: str) -> DatasetSpec:
   return DATASETS[name]
 
 
-def _folder_shape(image_size, channels) -> tuple[int, int, int]:
-  """Validated (H, W, C) for image_folder; image_size may be an int (square) or (H, W)."""
+# Data sets prepared at the size and channel count the config asks for.
+SIZED = (builders.ImageFolder, builders.Lfw)
+
+
+def _folder_shape(image_size, channels, name='image_folder') -> tuple[int, int, int]:
+  """Validated (H, W, C) for a SIZED data set; image_size may be an int (square) or (H, W)."""
   if image_size is None or channels is None:
-    raise ConfigError('Data set image_folder needs an image size and a channel count; '
+    raise ConfigError(f'Data set {name} needs an image size and a channel count; '
                       'set --config.data.image_size=(H, W) and --config.data.channels=1 or 3.')
   square = isinstance(image_size, (int, np.integer))
   size = (image_size, image_size) if square else tuple(image_size)
@@ -107,12 +114,12 @@ def image_shape(name: str, *, data_dir=None, source_dir=None, download=True,
   """(H, W, C) of a data set's images, without preparing anything.
 
   Takes the same keywords as get_source (only image_size and channels matter,
-  and only for image_folder).
+  and only for image_folder and lfw).
   """
   del data_dir, source_dir, download, validation_size, test_size  # same signature as get_source
   spec = _spec(name)
-  if spec.builder is builders.ImageFolder:
-    return _folder_shape(image_size, channels)
+  if spec.builder in SIZED:
+    return _folder_shape(image_size, channels, name)
   return tuple(spec.builder.IMAGE_SHAPE)
 
 
@@ -124,6 +131,10 @@ def _make_builder(spec, data_dir, source_dir, image_size, channels):
                         'set --config.data.source_dir=ROOT (laid out as ROOT/<class>/<images>).')
     config = builders.image_folder_config(source_dir, (h, w), c)
     return builders.ImageFolder(config=config, data_dir=data_dir, file_format='array_record')
+  if spec.builder is builders.Lfw:
+    h, w, c = _folder_shape(image_size, channels, 'lfw')
+    config = builders.lfw_config((h, w), c)
+    return builders.Lfw(config=config, source_dir=source_dir or None, data_dir=data_dir)
   return spec.builder(source_dir=source_dir or None, data_dir=data_dir, file_format='array_record')
 
 
@@ -208,8 +219,8 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
     source_dir: a local folder with the official files (or their extracted
       form); for image_folder, the ROOT folder of images. None: download.
     download: whether TFDS may fetch the official files when source_dir is None.
-    image_size: image_folder only: (H, W) (or an int for squares) to resize to.
-    channels: image_folder only: 1 or 3.
+    image_size: image_folder and lfw only: (H, W) (or an int for squares) to resize to.
+    channels: image_folder and lfw only: 1 or 3.
 
   Raises:
     ConfigError: unknown name, or image_folder without image_size/channels/source_dir.
@@ -228,19 +239,19 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
     raise DataError(f'{str(version_dir)!r} holds an incomplete copy of data set {name!r} '
                     '(no dataset_info.json); delete that folder and run again.')
   # Check for the files before TFDS writes anything.
-  if spec.files:
+  if builder.needs_files():
+    absent = f'the data set is not prepared in {data_dir!r}' + (
+        " (nor is TFDS's own lfw, which is read where prepared as array_record)"
+        if spec.builder is builders.Lfw else '')
     if source_dir:
       spec.builder.find_sources(source_dir)
     elif not download:
-      raise builders.missing_files_error(
-          name, spec.files,
-          f'the data set is not prepared in {data_dir!r} and downloading is off')
+      raise builders.missing_files_error(name, spec.files, f'{absent} and downloading is off')
     elif not _reachable(spec.files[0].url):
       # TFDS would retry for minutes on an offline machine; say so at once instead.
       raise builders.missing_files_error(
-          name, spec.files,
-          f'the data set is not prepared in {data_dir!r} and '
-          f'{urllib.parse.urlparse(spec.files[0].url).hostname} cannot be reached from this machine')
+          name, spec.files, f'{absent} and {urllib.parse.urlparse(spec.files[0].url).hostname} '
+          'cannot be reached from this machine')
   _check_writable(name, data_dir)
   undo = _Undo(builder)
   try:
@@ -413,9 +424,9 @@ def get_source(name: str, split: str, *, data_dir, source_dir=None, download: bo
     split: 'train', 'validation' or 'test'.
     data_dir, source_dir, download, image_size, channels: as for prepare().
     validation_size: images carved off the end of train for 'validation'
-      (mnist, cifar10, image_folder, lfw_subset; cinic10 has its own).
+      (mnist, cifar10, image_folder, lfw, lfw_subset; cinic10 has its own).
     test_size: images carved off the end of train for 'test' (image_folder,
-      lfw_subset only; the others have an official test split). 0 gives an
+      lfw, lfw_subset only; the others have an official test split). 0 gives an
       empty test source.
 
   Returns:
