@@ -112,3 +112,25 @@ def test_training_on_tfds_lfw_through_launch(tfds_dir, tmp_path):
   results = json.loads((workdir / 'results.json').read_text())
   assert results['data'] == 'lfw' and results['image_shape'] == [32, 32, 1]
   assert np.isfinite(results['test_psnr']) and results['test_psnr'] > 5
+
+
+@pytest.mark.slow  # a whole study (CI's 15 minutes); `-m slow` runs it
+def test_s3_study_on_tfds_lfw(tfds_dir, tmp_path):
+  """configs/studies/s3_faces.py on TFDS's lfw, as its docstring and the README say."""
+  data_dir, _ = tfds_dir
+  workdir = tmp_path / 's3'
+  flags = {'data.name': 'lfw', 'data.data_dir': data_dir, 'data.download': False,
+           'data.image_size': '(32, 32)', 'data.channels': 1, 'data.validation_size': 10,
+           'data.test_size': 10, 'num_epochs': 2, 'eval_every_epochs': 1,
+           'checkpoint_every_epochs': 1, 'study.num_grid_images': 4, 'study.only': 'fc_ae,cae'}
+  proc = subprocess.run([sys.executable, 'launch.py', '--config=configs/studies/s3_faces.py',
+                         f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in flags.items())],
+                        cwd=ROOT, capture_output=True, text=True, timeout=900,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = (workdir / 'study.md').read_text()
+  assert 'Data: lfw, 32x32x1: 80 train / 10 validation / 10 test images' in table
+  assert '| fc_ae |' in table and '| cae |' in table and 'PCA (64 floats)' in table
+  member = json.loads((workdir / 'members' / 'cae' / 'results.json').read_text())
+  assert member['data'] == 'lfw' and member['bottleneck_floats'] == 64
+  assert np.isfinite(member['test_psnr'])
