@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       name='improved_cae',      # cae (S0) | base_cae, improved_cae (S1) | rate_cae, lenet5 (S2)
-                                # | fc_ae (S3) | s4_ae, conv_vae (S4)
+                                # | fc_ae (S3) | s4_ae, conv_vae (S4) | res_cae (issue 14)
       latent_dim=64,
       widths=(),                # () = the model's own (S1: 16, 32, 64[, 128])
       hidden_dim=512,           # base_cae's hidden dense layer
@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
       conv_input_grad='auto',   # stride-2 convs' input gradient: auto (CPU: subpixel) | subpixel | xla
       rate=8,                   # rate_cae: how many times height and width shrink (2 | 4 | 8 | 16)
       beta=1.0,                 # conv_vae: loss = reconstruction (summed over pixels) + beta * KL
+      blocks=1,                 # res_cae: residual blocks per stage
   ))
 
   c.loss = ml_collections.ConfigDict(dict(

@@ -43,6 +43,7 @@ def test_train_rows_learning_rate_and_caller_config(tmp_path, data_dir):
   assert c.eval_batch_size == 0
 
 
+@pytest.mark.slow  # default-run time (CI's 15 minutes); `-m slow` runs it
 def test_no_test_split_reports_validation(tmp_path, data_dir):
   rc, lines, stderr = launch('--config=configs/default.py', f'--workdir={tmp_path}',
                              *_tiny_flags(data_dir, **{'data.test_size': 0}))

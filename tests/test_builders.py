@@ -419,7 +419,7 @@ def test_unknown_names(tmp_path):
   for name in sources.dataset_names():
     assert name in str(e.value)
   assert sources.dataset_names() == ['cifar10', 'cinic10', 'colored_mnist', 'image_folder',
-                                    'lfw_subset', 'mnist']
+                                    'lfw', 'lfw_subset', 'mnist']
   with pytest.raises(ConfigError, match="'valid'"):
     sources.get_source('lfw_subset', 'valid', data_dir=tmp_path)
   with pytest.raises(ConfigError, match='validation_size'):

@@ -60,6 +60,7 @@ def test_launch_s1_skip_config_on_mnist(tmp_path):
   assert '| improved_cae | mnist | mse |' in (workdir / 'results.md').read_text()
 
 
+@pytest.mark.slow  # default-run time (CI's 15 minutes); `-m slow` runs it
 def test_short_real_cifar_run_beats_the_mean_image(tmp_path):
   data_fixtures.require_shared_data('cifar')
   root = data_fixtures.cifar_jpeg_tree(tmp_path, per_class=100)   # 1,000 real images

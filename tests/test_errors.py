@@ -50,6 +50,10 @@ BAD_FLAGS = [
      'model.rate must be one of 2, 4, 8, 16'),
     (['--config.model.name=rate_cae', '--config.model.widths=(8, 8)'],
      'model.widths for rate_cae needs 3 entries'),
+    (['--config.model.name=res_cae', '--config.model.blocks=-1'],
+     'model.blocks must be an integer >= 0 (residual blocks per stage), got -1'),
+    (['--config.model.name=res_cae', '--config.model.latent_dim=30'],
+     "model.latent_dim=30 is not a whole number of channels on res_cae's 7x7 code"),
     (['--config.model.name=lenet5'],  # the default config watches PSNR, which a classifier lacks
      "Unknown early-stopping metric 'psnr'; valid early-stopping metric names are: accuracy, "
      'cross_entropy, loss'),

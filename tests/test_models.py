@@ -92,7 +92,10 @@ def test_skips_change_the_output_and_carry_encoder_features():
 @pytest.mark.parametrize('shape', [(25, 25, 1), (64, 48, 3), (17, 33, 2)])
 @pytest.mark.parametrize('name', models.autoencoder_names())
 def test_any_input_size(name, shape):
-  model = models.build_model(cfg(name=name, latent_dim=16, hidden_dim=32), shape)
+  latent = 16
+  if name == 'res_cae':  # a spatial code: 2 channels on its ceil(H / 4) x ceil(W / 4) grid
+    latent = 2 * -(-shape[0] // 4) * -(-shape[1] // 4)
+  model = models.build_model(cfg(name=name, latent_dim=latent, hidden_dim=32), shape)
   x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
   y, _ = jax.eval_shape(lambda x: model.init_with_output({'params': jax.random.key(0)}, x), x)
   assert y['reconstruction'].shape == x.shape
@@ -270,3 +273,23 @@ def test_lenet5_is_lenet5(shape, params):
   assert models.bottleneck(model) is None
   with pytest.raises(ConfigError, match='class'):
     models.build_model(cfg(name='lenet5'), shape, num_classes=1)
+
+
+@pytest.mark.parametrize('widths,latent,code_shape', [((8, 16, 16), 256, (8, 8, 4)),
+                                                       ((8, 16, 16, 16), 64, (4, 4, 4)),
+                                                       ((8, 16), 28 * 28 // 4, (14, 14, 1))])
+def test_res_cae_code_is_a_spatial_latent_of_latent_dim_floats(widths, latent, code_shape):
+  """res_cae (issue 14): the code is one H x W x C tensor of exactly latent_dim floats."""
+  shape = (28, 28, 1) if code_shape[0] == 14 else (32, 32, 3)
+  model = models.build_model(cfg(name='res_cae', widths=widths, latent_dim=latent, blocks=2,
+                                 batch_norm=False, activation='gelu'), shape)
+  x = jax.random.uniform(jax.random.key(0), (2, *shape))
+  variables = model.init({'params': jax.random.key(1)}, x)
+  code = model.apply(variables, x, method='encode')
+  assert list(code) == ['latent'] and code['latent'].shape == (2, *code_shape)
+  assert models.bottleneck(model)['floats'] == latent
+  assert model.apply(variables, code, method='decode').shape == x.shape
+  # Two residual blocks per stage, encoder and decoder: 2 convs each.
+  convs = [p for p in jax.tree_util.tree_leaves_with_path(variables['params'])
+           if 'ResBlock' in jax.tree_util.keystr(p[0]) and p[0][-1].key == 'kernel']
+  assert len(convs) == 2 * len(widths) * 2 * 2

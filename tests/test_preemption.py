@@ -73,6 +73,7 @@ def steps(workdir):
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
 
 
+@pytest.mark.slow  # default-run time (CI's 15 minutes); `-m slow` runs it
 def test_sigkill_at_several_points_then_resume(tmp_path, data_dir, reference):
   workdir = str(tmp_path / 'killed')
   # Before any checkpoint; as the epoch-3 evaluation starts its save; mid-epoch, late.

@@ -22,6 +22,7 @@ class ModelSpec(NamedTuple):
   encoder_residual: str = ''
   torch_mirror: bool = True  # benchmarks/torch_reference.py has a PyTorch copy to race it
   init: str = 'lecun'  # conv kernels; 'he' where LeCun's init lets a deep ReLU stack's signal fade
+  any_stages: bool = False  # model.widths may have any length (each entry a stage)
 
 
 MODELS = {
@@ -53,6 +54,11 @@ MODELS = {
                           torch_mirror=False, init='he'),
     'lenet5': ModelSpec(ae.LeNet5, None, (), "S2's classifier: LeNet-5 (softmax over the "
                         "data set's classes)", torch_mirror=False),
+    'res_cae': ModelSpec(ae.ResCAEEncoder, ae.ResCAEDecoder, (32, 64, 128),
+                         'Issue 14: conv stem, per stage a stride-2 conv and model.blocks '
+                         'residual blocks, a spatial code of latent_dim floats (1x1 conv), '
+                         'mirrored with transposed convs; no dense layer, no skips',
+                         torch_mirror=False, init='he', any_stages=True),
     'improved_cae_res_conv': ModelSpec(
         ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
         'S1 ImprovedCAE with residuals inside the encoder, resized by a strided 1x1 conv',
@@ -108,7 +114,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
     if num_classes < 2:
       raise ConfigError(f'{config.name} classifies, but the data set has {num_classes} '
                         'class(es); use a data set with labels of at least two classes.')
-  elif len(widths) != len(default_widths):
+  elif len(widths) != len(default_widths) and not spec.any_stages:
     raise ConfigError(
         f'model.widths for {config.name} needs {len(default_widths)} entries (one per stage), '
         f'got {widths}; e.g. --config.model.widths="{default_widths}".')
@@ -132,6 +138,10 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   for key in ('latent_dim', 'hidden_dim'):
     if config.get(key, 1) <= 0:
       raise ConfigError(f'model.{key} must be a positive integer, got {config.get(key)}.')
+  blocks = config.get('blocks', 1)
+  if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+    raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
+                      f'got {blocks!r}.')
   if not 0.0 <= config.get('dropout_rate', 0.0) < 1.0:
     raise ConfigError(f'model.dropout_rate must be in [0, 1), got {config.dropout_rate}.')
   opts = ModelOptions(
@@ -151,8 +161,16 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
       rate=rate if config.name == 'rate_cae' else 0,
       num_classes=num_classes if config.name in CLASSIFIERS else 0,
       init=spec.init,
+      blocks=blocks,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
+  if config.name == 'res_cae':
+    h, w, _ = ae.res_code_channels(opts)
+    if opts.latent_dim % (h * w):
+      raise ConfigError(
+          f'model.latent_dim={opts.latent_dim} is not a whole number of channels on res_cae\'s '
+          f'{h}x{w} code (its {len(widths)} stages halve {image_shape[0]}x{image_shape[1]} '
+          f'{len(widths) - 1} times); use a multiple of {h * w}, e.g. {4 * h * w}.')
   if config.name in CLASSIFIERS:
     return ae.Classifier(opts, spec.encoder)
   return (ae.VAE if config.name in VAES else ae.Autoencoder)(opts, spec.encoder, spec.decoder)

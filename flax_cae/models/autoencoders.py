@@ -187,6 +187,70 @@ class ImprovedCAEDecoder(nn.Module):
     return _output(x)
 
 
+# --- Issue 14: a code better than PCA -------------------------------------------------
+
+
+class ResBlock(nn.Module):
+  """(norm, act, conv 3x3) twice, added to the input: depth without a longer gradient path."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    y = x
+    for _ in range(2):
+      y = _conv(x.shape[-1], 1, o)(norm_act_dropout(y, o, train))
+    return x + y
+
+
+def res_code_channels(opts: ModelOptions) -> tuple[int, int, int]:
+  """(H, W, C) of res_cae's spatial code: the last stage's size, latent_dim / (H * W) channels."""
+  h, w = _stage_sizes(opts, [2] * (len(opts.widths) - 1))[-1]
+  return h, w, opts.latent_dim // (h * w)
+
+
+class ResCAEEncoder(nn.Module):
+  """A conv stem, then per stage (widths) a stride-2 conv (not the first) and `blocks`
+  residual blocks; a 1x1 conv to a spatial code of latent_dim floats (H x W x C). The
+  code is the only thing the decoder gets (no dense layer, no skips across it)."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    o = self.opts
+    x = _conv(o.widths[0], 1, o)(x.astype(o.dtype))
+    for i, w in enumerate(o.widths):
+      if i:
+        x = _conv(w, 2, o)(norm_act_dropout(x, o, train))
+      for _ in range(o.blocks):
+        x = ResBlock(o)(x, train)
+    c = res_code_channels(o)[2]
+    code = nn.Conv(c, (1, 1), dtype=o.dtype, param_dtype=jnp.float32)(
+        norm_act_dropout(x, o, train))
+    return {'latent': code}
+
+
+class ResCAEDecoder(nn.Module):
+  """The encoder's mirror: a conv from the code, per stage `blocks` residual blocks and a
+  stride-2 transposed conv (not the last), a conv to the image's channels."""
+  opts: ModelOptions
+
+  @nn.compact
+  def __call__(self, code, train: bool = False):
+    o = self.opts
+    n = len(o.widths)
+    sizes = _stage_sizes(o, [2] * (n - 1))
+    x = _conv(o.widths[-1], 1, o)(code['latent'])
+    for i in reversed(range(n)):
+      for _ in range(o.blocks):
+        x = ResBlock(o)(x, train)
+      if i:
+        x = ConvTranspose(o.widths[i - 1], 2, sizes[i - 1], o.dtype, o.transposed_conv)(
+            norm_act_dropout(x, o, train))
+    x = _conv(o.image_shape[2], 1, o)(norm_act_dropout(x, o, train))
+    return _output(x)
+
+
 # --- S2: "Convolutional autoencoder and learnings on image compression" --------------
 
 
