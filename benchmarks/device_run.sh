@@ -16,6 +16,10 @@
 #             input gradient against the defaults (same function, other formulation)
 #   scaling   throughput.py --scaling over the devices present
 #   members   benchmarks/members.py: study members trained together (vmapped) vs one by one
+#   best      issue 14: configs/studies/best_codes.py (cifar10_best256 and its 64-float sibling,
+#             PCA at the same floats beside each) on the CIFAR-10 JPEGs: $CIFAR_JPEGS, else
+#             shared/data/ or ../shared/data/cifar10-jpeg-train.tar.gz; 40,000 train / 5,000
+#             validation / 5,000 test; BEST_EPOCHS (default: the config's 60)
 #
 # On this workplace's lent GPU machines (no registry there), run benchmarks/device_wheels.sh
 # here first and carry .whl: the wheels are installed into /tmp/site. Results go to $OUT
@@ -53,6 +57,9 @@ if [ "${SIZE:-full}" = tiny ]; then
   TESTS=(tests/test_models.py -k equals_the_dilated_reference)
   LEVERS=()
   MEM=(--models=base_cae --members=2 --batch=8 --steps=2 --rounds=1 --n=64)
+  BEST=(--config.num_epochs=1 --config.batch_size=20 --config.eval_batch_size=20
+        --config.data.validation_size=20 --config.data.test_size=20)
+  BEST_FILES=('train/*/000[0-9].jpg')  # 100 photos
 else
   # 160 steps a round: ten 16-step calls on a GPU, long enough to time.
   TP=(--batch_sizes=64,256 --steps=160 --rounds=5 --epoch_images=50000)
@@ -61,6 +68,9 @@ else
   TESTS=(tests/test_models.py tests/test_losses_metrics_optim.py)
   LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
   MEM=(--models=improved_cae,base_cae --members=2,4,8 --batch=256 --steps=32 --rounds=3)
+  BEST=(--config.data.validation_size=5000 --config.data.test_size=5000
+        ${BEST_EPOCHS:+--config.num_epochs=$BEST_EPOCHS})
+  BEST_FILES=()
 fi
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
@@ -100,7 +110,21 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
     members) stage members "$PY" benchmarks/members.py "${MEM[@]}" --out="$R/${BACKEND}_members" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members)" \
+    best)
+      jpegs=${CIFAR_JPEGS:-}
+      for f in shared/data/cifar10-jpeg-train.tar.gz ../shared/data/cifar10-jpeg-train.tar.gz; do
+        [ -n "$jpegs" ] || { [ -f "$f" ] && jpegs=$f; }
+      done
+      mkdir -p "$R/cifar" && tar xzf "${jpegs:-no CIFAR-10 JPEG tarball: set CIFAR_JPEGS}" \
+        -C "$R/cifar" --wildcards "${BEST_FILES[@]:-train/*}"
+      stage best "$PY" launch.py --config=configs/studies/best_codes.py --workdir="$R/best" \
+        --config.data.name=image_folder --config.data.source_dir="$R/cifar/train" \
+        --config.data.data_dir="$R/tfds" --config.data.download=False \
+        --config.data.image_size="(32, 32)" --config.data.channels=3 "${BEST[@]}"
+      cp "$R/best/study.md" "$R/best_codes.md" 2>/dev/null
+      cp "$R/best/study.csv" "$R/best/"*.png "$R/" 2>/dev/null
+      rm -rf "$R/cifar" "$R/tfds" "$R/best/members/"*/checkpoints ;;
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

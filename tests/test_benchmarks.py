@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import data_fixtures
+
 # End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
 pytestmark = pytest.mark.slow
 
@@ -94,15 +96,17 @@ def test_scaling_runs_on_fake_devices(tmp_path):
 def test_device_run_script_runs_every_stage(tmp_path):
   """benchmarks/device_run.sh (the one-call GPU suite) at a toy size on the CPU: each stage
   runs and leaves its tables; a stage it does not know fails the run, the others still run."""
+  data_fixtures.require_shared_data('cifar')  # the `best` stage trains on the CIFAR-10 JPEGs
   out = tmp_path / 'out'
   proc = subprocess.run(
       ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
-       'nope'],
+       'best', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
-  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members'):
+  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members',
+                'best'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -119,3 +123,6 @@ def test_device_run_script_runs_every_stage(tmp_path):
   # Every table names the CPU and its vector extensions (ratios move with them).
   assert summary.count('vector extensions: ') >= 3, summary
   assert '| base_cae | 2 |' in summary  # members together vs one by one
+  # Issue 14's study: both codes, each beside PCA at its floats, on 100 real photos.
+  assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
+  assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
