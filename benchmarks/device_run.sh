@@ -57,7 +57,7 @@ if [ "${SIZE:-full}" = tiny ]; then
   TESTS=(tests/test_models.py -k equals_the_dilated_reference)
   LEVERS=()
   MEM=(--models=base_cae --members=2 --batch=8 --steps=2 --rounds=1 --n=64)
-  BEST=(--config.num_epochs=1 --config.batch_size=20 --config.eval_batch_size=20
+  BEST=(--config.num_epochs=2 --config.batch_size=20 --config.eval_batch_size=20
         --config.data.validation_size=20 --config.data.test_size=20)
   BEST_FILES=('train/*/000[0-9].jpg')  # 100 photos
 else
