@@ -80,9 +80,19 @@ def _quiet_hooks():
   sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
+def _from_orbax(exc: BaseException) -> bool:
+  tb = exc.__traceback__
+  while tb is not None:
+    if '/orbax/' in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
 class _WriteFailureTaskFilter(py_logging.Filter):
   """asyncio's "Task exception was never retrieved" (with a traceback) for each of orbax's
-  write tasks that failed on a full disk: the failure is reported once, by Checkpoints."""
+  tasks that failed: a write on a full disk, or a read of a damaged checkpoint (seen now and
+  then while restoring one). Checkpoints reports each failure once, in one line."""
 
   def filter(self, record):
     exc = record.exc_info[1] if record.exc_info else None
@@ -90,7 +100,7 @@ class _WriteFailureTaskFilter(py_logging.Filter):
     if exc is None and isinstance(record.args, dict):
       exc = record.args.get('exception')
     return not ('never retrieved' in str(context) and exc is not None
-                and errors.write_failure(exc) is not None)
+                and (errors.write_failure(exc) is not None or _from_orbax(exc)))
 
 
 def quiet_orbax():
