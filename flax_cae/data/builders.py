@@ -22,7 +22,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import itertools
 import logging
 import os
 import pickle
@@ -801,8 +800,7 @@ class Lfw(FlaxCaeBuilder):
     if tarball.is_file():
       return {tarball.name: tarball}
     for folder in (source_dir / 'lfw', source_dir):  # the extracted form: lfw/<person>/<jpg>
-      if folder.is_dir() and any(p.suffix == '.jpg' for p in itertools.islice(
-          folder.glob('*/*.jpg'), 1)):
+      if folder.is_dir() and next(folder.glob('*/*.jpg'), None) is not None:
         return {tarball.name: folder}
     return {}
 
