@@ -58,11 +58,21 @@ class _LocalDatasetInfo(tfds.core.DatasetInfo):
     pass
 
 
-def _features(shape: tuple[int, int, int], class_names: Sequence[str]):
+def _features(shape: tuple[int, int, int], class_names: Sequence[str] | None):
+  """Raw-bytes images and class labels; class_names None: set before generating (Lfw)."""
   return tfds.features.FeaturesDict({
       'image': tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding='bytes'),
-      'label': tfds.features.ClassLabel(names=list(class_names)),
+      'label': tfds.features.ClassLabel(
+          names=None if class_names is None else list(class_names)),
   })
+
+
+def _prepared_class_names(builder) -> list[str] | None:
+  """The class names a prepared copy stored (label.labels.txt), or None if it is not there."""
+  labels_file = Path(builder.data_path) / 'label.labels.txt'
+  if not labels_file.is_file():
+    return None
+  return [n for n in labels_file.read_text().split('\n') if n]
 
 
 def missing_files_error(dataset: str, files: Sequence[SourceFile], problem: str) -> DataError:
@@ -661,12 +671,8 @@ class ImageFolder(FlaxCaeBuilder):
   def _info(self):
     cfg = self.builder_config
     root = Path(cfg.root)
-    labels_file = Path(self.data_path) / 'label.labels.txt'
-    if not root.is_dir() and labels_file.is_file():
-      # Prepared before and the source folder has gone: the prepared copy is enough.
-      names = labels_file.read_text().split('\n')
-      names = [n for n in names if n]
-    else:
+    names = None if root.is_dir() else _prepared_class_names(self)
+    if names is None:  # (prepared before and the folder has gone: the prepared copy is enough)
       names = class_folders(root)
     return _LocalDatasetInfo(
         builder=self, description=cfg.description,
@@ -777,14 +783,9 @@ class Lfw(FlaxCaeBuilder):
 
   def _info(self):
     cfg = self.builder_config
-    labels_file = Path(self.data_path) / 'label.labels.txt'
-    names = [n for n in labels_file.read_text().split('\n') if n] if labels_file.is_file() else None
-    return _LocalDatasetInfo(  # names=None: set once the source is read (_generators)
+    return _LocalDatasetInfo(  # names None until prepared: set once the source is read
         builder=self, description=cfg.description,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(*cfg.image_size, cfg.channels), dtype=np.uint8,
-                                          encoding='bytes'),
-            'label': tfds.features.ClassLabel(names=names)}),
+        features=_features((*cfg.image_size, cfg.channels), _prepared_class_names(self)),
         supervised_keys=('image', 'label'), homepage=self.HOMEPAGE)
 
   def tfds_source(self) -> Path | None:
@@ -808,8 +809,9 @@ class Lfw(FlaxCaeBuilder):
     return {} if self.tfds_source() else super()._source_paths(dl_manager)
 
   def _generators(self, paths):
-    if self.tfds_source():
-      items = self._from_tfds(self.tfds_source())
+    tfds_lfw = self.tfds_source()
+    if tfds_lfw:
+      items = self._from_tfds(tfds_lfw)
     else:
       items = self._from_files(Path(paths['lfw.tgz']))
     people = sorted({person for person, _, _ in items})

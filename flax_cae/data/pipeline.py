@@ -177,7 +177,7 @@ def source_kwargs(data_config) -> dict:
   d = data_config
   kw = dict(data_dir=os.path.expanduser(d.data_dir), source_dir=d.source_dir or None, download=d.download,
             validation_size=d.validation_size, test_size=d.test_size)
-  if d.name in ('image_folder', 'lfw'):
+  if getattr(sources.DATASETS.get(d.name), 'builder', None) in sources.SIZED:
     kw.update(image_size=tuple(d.image_size), channels=d.channels)
   return kw
 
