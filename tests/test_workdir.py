@@ -60,6 +60,7 @@ REFUSED = [
      "'data.test_size': (20, 30)"),
     (['--config.batch_size=20'], "'batch_size': (40, 20)"),
     (['--config.data.noise.kind=gaussian'], "'data.noise.kind': ('none', 'gaussian')"),
+    (['--config.model.blocks=2'], "'model.blocks': (1, 2)"),
     (['--config.num_epochs=1'], 'has already trained 2 epochs, more than num_epochs=1'),
 ]
 
