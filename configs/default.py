@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
       activation='leaky_relu',  # relu | leaky_relu | gelu | tanh | sigmoid | elu | silu
       negative_slope=0.01,
       batch_norm=True,
+      norm='batch',             # what batch_norm turns on: batch (BatchNorm) | group (GroupNorm, 32 groups)
       dropout_rate=0.0,
       skips=(),                 # improved_cae: encoder stages (1-4) added across the bottleneck
       dtype='float32',          # compute dtype: float32 | bfloat16 (parameters stay float32)
@@ -60,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
                     end_value_factor=0.0),
   ))
 
+  c.ema_decay = 0.0             # > 0: evaluate (and keep) a moving average of the parameters
   c.batch_size = 32
   c.eval_batch_size = 0         # 0 = batch_size
   c.num_epochs = 60

@@ -92,7 +92,7 @@ def load_trained(workdir: str, flag: str = '--workdir') -> Trained:
     ckpts.close()
   num_classes = (results.get('model_options') or {}).get('num_classes') or 10
   model = models.build_model(config.model, tuple(results['image_shape']), num_classes)
-  variables = {'params': state['params']}
+  variables = {'params': state.get('ema_params') or state['params']}  # what was evaluated
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
   return Trained(workdir, config, results, model, variables)

@@ -88,6 +88,7 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  ema_params: Any = None  # {} when config.ema_decay is 0 (off)
 
 
 # The numbers in which members trained together (jax.vmap over a member axis) may differ;
@@ -117,6 +118,7 @@ class Trainer:
     self.tx = optim.make_optimizer(config.optimizer, steps_per_epoch, config.num_epochs,
                                    peak_in_state=members is not None)
     self.schedule = optim.make_schedule(config.optimizer, steps_per_epoch, config.num_epochs)
+    self.ema_decay = float(config.get('ema_decay', 0.0))
     self.rep = pipeline.replicated(mesh)
     self.data_sharding = pipeline.batch_sharding(mesh)
     # Streamed chunks arrive as [k, B, H, W, C]: shard the batch axis, not the step axis.
@@ -165,7 +167,8 @@ class Trainer:
         opt_state.hyperparams['peak_learning_rate'] = jnp.asarray(
             numbers['learning_rate'], jnp.float32)
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        batch_stats=variables.get('batch_stats', {}), opt_state=opt_state)
+                        batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
+                        ema_params=params if self.ema_decay else {})
 
     return jax.jit(self._vmapped(init, ()), out_shardings=self.rep)()
 
@@ -190,7 +193,12 @@ class Trainer:
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
-    return TrainState(state.step + 1, params, batch_stats, opt_state), loss
+    ema = state.ema_params
+    if self.ema_decay:  # the average starts short (decay (1 + t) / (10 + t)) so early ones count
+      t = state.step.astype(jnp.float32)
+      d = jnp.minimum(self.ema_decay, (1 + t) / (10 + t))
+      ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+    return TrainState(state.step + 1, params, batch_stats, opt_state, ema), loss
 
   def _run_steps(self, k, state, get_batch, numbers):
     if k == 1:
@@ -227,9 +235,13 @@ class Trainer:
 
   # --- evaluation ----------------------------------------------------------------
 
+  def eval_variables(self, state) -> dict:
+    """What evaluation runs: the parameters' moving average where config.ema_decay is on."""
+    return {'params': state.ema_params if self.ema_decay else state.params,
+            'batch_stats': state.batch_stats}
+
   def _outputs(self, state, inputs):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    return self.model.apply(variables, inputs, train=False)
+    return self.model.apply(self.eval_variables(state), inputs, train=False)
 
   def _eval_sums(self, state, images_u8, labels, indices, mask, numbers):
     # Evaluation noise is a function of each image's index in its split (noise.py).
@@ -311,8 +323,7 @@ class Trainer:
     def fn(state, numbers):
       del numbers
       z = jax.random.normal(streams.key(0, 'sample', 0), (n, self.model.opts.latent_dim))
-      return self.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                              {'latent': z}, method='decode')
+      return self.model.apply(self.eval_variables(state), {'latent': z}, method='decode')
     samples = self._jit(('prior', n), self._vmapped(fn, (0,)), in_shardings=(self.rep,),
                         out_shardings=self.rep)
     out = pipeline.host_copy(samples(state))
@@ -374,6 +385,10 @@ def validate(config, n_devices: int):
   _cpu_convolution_options(config)
   host_memory.check_name(config.get('cpu_malloc', 'keep'))
   noise_lib.check(config.data.get('noise') or {})
+  ema = config.get('ema_decay', 0.0)
+  if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+    raise ConfigError(f'ema_decay must be a number in [0, 1) (0 = off, e.g. 0.999: evaluate an '
+                      f'average of the parameters over about 1,000 steps), got {ema!r}.')
   beta = config.model.get('beta', 1.0)
   if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
     raise ConfigError(f'model.beta must be a number >= 0 (the weight of the KL term), got {beta!r}.')

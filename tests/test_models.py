@@ -293,3 +293,24 @@ def test_res_cae_code_is_a_spatial_latent_of_latent_dim_floats(widths, latent, c
   convs = [p for p in jax.tree_util.tree_leaves_with_path(variables['params'])
            if 'ResBlock' in jax.tree_util.keystr(p[0]) and p[0][-1].key == 'kernel']
   assert len(convs) == 2 * len(widths) * 2 * 2
+
+
+def test_group_norm_keeps_no_statistics_and_treats_each_image_alone():
+  """model.norm=group (issue 14's lever): GroupNorm where batch_norm puts BatchNorm; it keeps
+  no running statistics, so in training an image's output does not depend on its batch."""
+  model = models.build_model(cfg(name='res_cae', widths=(8, 16, 32), latent_dim=64, norm='group',
+                                 activation='gelu'), (16, 16, 3))
+  x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+  v = model.init({'params': jax.random.key(1)}, x)
+  assert 'batch_stats' not in v
+  names = {jax.tree_util.keystr(p[:-1]) for p, _ in jax.tree_util.tree_leaves_with_path(v['params'])}
+  assert any('GroupNorm' in n for n in names) and not any('BatchNorm' in n for n in names)
+  alone = model.apply(v, x[:1], train=True)['reconstruction']
+  in_batch = model.apply(v, x, train=True)['reconstruction'][:1]
+  np.testing.assert_allclose(alone, in_batch, atol=1e-5)
+  bn = models.build_model(cfg(name='res_cae', widths=(8, 16, 32), latent_dim=64,
+                              activation='gelu'), (16, 16, 3))
+  vb = bn.init({'params': jax.random.key(1)}, x)
+  outs = [bn.apply(vb, xs, train=True, mutable=['batch_stats'])[0]['reconstruction'][:1]
+          for xs in (x[:1], x)]
+  assert float(jnp.abs(outs[0] - outs[1]).max()) > 1e-4  # BatchNorm does depend on it

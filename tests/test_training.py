@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from flax_cae import train
+from flax_cae import models, train
 from flax_cae.checkpoint import Checkpoints
 from flax_cae.data import pipeline
 
@@ -199,3 +199,27 @@ def _with_limit(data_config, limit_mb):
   d = data_config.copy_and_resolve_references()
   d.device_memory_limit_mb = limit_mb
   return d
+
+
+def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
+  """ema_decay (issue 14's lever): after each step ema = d * ema + (1 - d) * params with
+  d = min(ema_decay, (1 + t) / (10 + t)); evaluation applies it; off, it is not kept."""
+  config = tiny_config(data_dir, ema_decay=0.5)
+  model = models.build_model(config.model, (16, 16, 1))
+  mesh = pipeline.make_mesh()
+  trainer = train.Trainer(config, model, mesh, steps_per_epoch=4)
+  batch = (np.asarray(jax.random.randint(jax.random.key(0), (8, 16, 16, 1), 0, 256), np.uint8),
+           np.zeros(8, np.int32))
+  step = jax.jit(lambda s: trainer._train_step(s, batch, trainer._numbers())[0])
+  s0 = trainer.init_state()
+  s1 = step(s0)
+  s2 = step(s1)
+  close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), a, b)
+  close(s1.ema_params, jax.tree.map(lambda a, b: 0.1 * a + 0.9 * b, s0.params, s1.params))
+  d = 2 / 11
+  close(s2.ema_params, jax.tree.map(lambda a, b: d * a + (1 - d) * b, s1.ema_params, s2.params))
+  assert not np.allclose(jax.tree.leaves(s2.ema_params)[0], jax.tree.leaves(s2.params)[0])
+  close(trainer.eval_variables(s2)['params'], s2.ema_params)
+  off = train.Trainer(tiny_config(data_dir), model, mesh, steps_per_epoch=4)
+  s = off.init_state()
+  assert s.ema_params == {} and off.eval_variables(s)['params'] is s.params

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from flax_cae.errors import ConfigError, unknown_name
 from flax_cae.models import autoencoders as ae
-from flax_cae.models.layers import CONV_INPUT_GRADS, TRANSPOSED_CONVS, ModelOptions
+from flax_cae.models.layers import CONV_INPUT_GRADS, NORMS, TRANSPOSED_CONVS, ModelOptions
 
 
 class ModelSpec(NamedTuple):
@@ -90,8 +90,9 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   """Builds the model named `config.name` for inputs of `image_shape` (H, W, C).
 
   `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
-  activation, negative_slope, batch_norm, dropout_rate, skips, dtype ('float32' or
-  'bfloat16'; parameters stay float32 either way), transposed_conv ('subpixel' or
+  activation, negative_slope, batch_norm, norm ('batch' or 'group': which one batch_norm
+  turns on), dropout_rate, skips, dtype ('float32' or 'bfloat16'; parameters stay float32
+  either way), transposed_conv ('subpixel' or
   'dilated': two formulations of the same layer, see layers.ConvTranspose), conv_input_grad
   ('auto', 'subpixel' or 'xla': how stride-2 convs compute their input gradient).
   """
@@ -138,6 +139,9 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   for key in ('latent_dim', 'hidden_dim'):
     if config.get(key, 1) <= 0:
       raise ConfigError(f'model.{key} must be a positive integer, got {config.get(key)}.')
+  norm = config.get('norm', 'batch')
+  if norm not in NORMS:
+    raise unknown_name('norm', norm, NORMS)
   blocks = config.get('blocks', 1)
   if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
     raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
@@ -152,6 +156,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
       activation=config.get('activation', 'relu'),
       negative_slope=config.get('negative_slope', 0.01),
       batch_norm=config.get('batch_norm', True),
+      norm=norm,
       dropout_rate=config.get('dropout_rate', 0.0),
       skips=skips,
       encoder_residual=spec.encoder_residual,

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -36,6 +37,7 @@ class ModelOptions:
   activation: str = 'relu'
   negative_slope: float = 0.01
   batch_norm: bool = True
+  norm: str = 'batch'  # which normalisation batch_norm turns on: 'batch' | 'group' (GroupNorm)
   dropout_rate: float = 0.0
   skips: tuple[int, ...] = ()
   dtype: Any = jnp.float32
@@ -70,6 +72,7 @@ def conv_out_size(size: int, stride: int) -> int:
   return -(-size // stride)
 
 
+NORMS = ('batch', 'group')
 TRANSPOSED_CONVS = ('subpixel', 'dilated')
 CONV_INPUT_GRADS = ('auto', 'subpixel', 'xla')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -222,10 +225,13 @@ def max_pool_2x2(x):
 
 def norm_act_dropout(x, opts: ModelOptions, train: bool, *, norm: bool = True,
                      act: bool = True, norm_first: bool = True):
-  """BatchNorm (if on) and activation in the given order, then dropout (if > 0)."""
+  """BatchNorm or GroupNorm (if on) and activation in the given order, then dropout (if > 0)."""
   def bn(h):
     if not (norm and opts.batch_norm):
       return h
+    if opts.norm == 'group':  # per image, so no running statistics: 32 groups (or fewer)
+      return nn.GroupNorm(num_groups=math.gcd(32, h.shape[-1]), epsilon=1e-5,
+                          dtype=opts.dtype, param_dtype=jnp.float32)(h)
     # momentum 0.9 in Flax == momentum 0.1 in PyTorch (the papers' code).
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                         dtype=opts.dtype, param_dtype=jnp.float32)(h)
