@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name='improved_cae',      # cae (S0) | base_cae, improved_cae (S1) | rate_cae, lenet5 (S2)
                                 # | fc_ae (S3) | s4_ae, conv_vae (S4) | res_cae (issue 14)
+                                # | balle2017 (issue 18: a learned codec)
       latent_dim=64,
       widths=(),                # () = the model's own (S1: 16, 32, 64[, 128])
       hidden_dim=512,           # base_cae's hidden dense layer
@@ -52,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
       name='mse',               # mse | l1 | bce | l1+mse | ssim | mse+ssim
       alpha=0.1, beta=1.0,      # l1+mse: alpha * L1 + beta * MSE
       ssim_weight=1.0,          # mse+ssim: MSE + ssim_weight * (1 - SSIM)
+      rd_lambda=0.01,           # codecs (balle2017): bits per pixel + rd_lambda * 255^2 * loss
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

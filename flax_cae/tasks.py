@@ -17,6 +17,7 @@ from flax_cae import losses as losses_lib
 from flax_cae import models
 from flax_cae import noise as noise_lib
 from flax_cae import metrics as metrics_lib
+from flax_cae.errors import ConfigError
 
 
 def to_float(images_u8):
@@ -136,15 +137,51 @@ class Classification:
     return f"accuracy {values['accuracy']:.4f}, cross-entropy {values['cross_entropy']:.4f}"
 
 
+class RateDistortion(Reconstruction):
+  """A learned codec (models.CODECS, Balle et al. 2017): loss = rate + lambda * distortion
+  per image, the rate in bits per pixel under the model's own density (outputs['bits']),
+  the distortion the configured loss times 255^2 (MSE on 0-255 pixels, as CompressAI
+  weighs it, so lambda = loss.rd_lambda is comparable with its tables). Evaluation adds
+  `bpp`: the ideal rate of the rounded code, which the range coder's bytes approach."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    lam = config.loss.get('rd_lambda', 0.01)
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
+      raise ConfigError(f'loss.rd_lambda must be a number > 0 (the weight of distortion '
+                        f'against rate; larger = more bits, less error), got {lam!r}.')
+    self.default_weights = {**self.default_weights, 'rd_lambda': float(lam)}
+    self.metric_names = self.metric_names + ('bpp',)
+
+  @staticmethod
+  def bpp(outputs, targets):
+    return outputs['bits'] / (targets.shape[1] * targets.shape[2])
+
+  def loss(self, outputs, targets, weights):
+    rest = {k: v for k, v in weights.items() if k != 'rd_lambda'}
+    distortion = super().loss(outputs, targets, rest) * 255.0 ** 2
+    return self.bpp(outputs, targets) + weights['rd_lambda'] * distortion
+
+  def metrics(self, outputs, targets, inputs):
+    return {**super().metrics(outputs, targets, inputs), 'bpp': self.bpp(outputs, targets)}
+
+  @staticmethod
+  def summary(values: dict) -> str:
+    return Reconstruction.summary(values) + f", {values['bpp']:.3f} bits per pixel"
+
+
 TASKS = {'reconstruction': Reconstruction, 'classification': Classification,
-         'variational': VariationalReconstruction}
+         'variational': VariationalReconstruction, 'rate_distortion': RateDistortion}
 
 
 def task_name(config) -> str:
   """The model's task: classifiers (models.CLASSIFIERS) classify, VAEs (models.VAES)
-  reconstruct with a KL term, the others reconstruct (and denoise when data.noise is on)."""
+  reconstruct with a KL term, codecs (models.CODECS) trade rate for distortion, the others
+  reconstruct (and denoise when data.noise is on)."""
   if config.model.name in models.CLASSIFIERS:
     return 'classification'
+  if config.model.name in models.CODECS:
+    return 'rate_distortion'
   return 'variational' if config.model.name in models.VAES else 'reconstruction'
 
 

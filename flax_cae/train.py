@@ -29,7 +29,6 @@ from jax.experimental import multihost_utils
 from flax_cae import errors, host_memory, optim, streams, tasks, writers
 from flax_cae import noise as noise_lib
 from flax_cae import workdir as workdir_lib
-from flax_cae import losses as losses_lib
 from flax_cae import metrics as metrics_lib
 from flax_cae import models as models_lib
 from flax_cae.checkpoint import SCORE, Checkpoints
@@ -79,7 +78,7 @@ def compiler_options(config) -> dict | None:
 
 # Validation metrics where smaller is better; the others (psnr, snr, ssim, accuracy) are
 # maximised.
-MINIMIZED = ('loss', 'mse', 'l1', 'cross_entropy', 'noisy_mse', 'kl')
+MINIMIZED = ('loss', 'mse', 'l1', 'cross_entropy', 'noisy_mse', 'kl', 'bpp')
 
 
 @flax.struct.dataclass
@@ -93,7 +92,8 @@ class TrainState:
 
 # The numbers in which members trained together (jax.vmap over a member axis) may differ;
 # everything else (model, loss name, optimizer name and schedule, data, batch size) is shared.
-MEMBER_NUMBERS = ('seed', 'optimizer.learning_rate', 'loss.alpha', 'loss.beta', 'loss.ssim_weight')
+MEMBER_NUMBERS = ('seed', 'optimizer.learning_rate', 'loss.alpha', 'loss.beta', 'loss.ssim_weight',
+                  'loss.rd_lambda')
 
 
 class Trainer:
@@ -551,10 +551,10 @@ def _new_meta(n: int) -> dict:
 
 def _member_numbers(configs) -> dict:
   """{'seed': [M], 'learning_rate': [M], <loss weights>: [M]} of the members' configs."""
-  weights = losses_lib.weight_names(configs[0].loss.name)
+  weights = tasks.get_task(configs[0]).default_weights
   return {'seed': np.array([c.seed for c in configs], np.int32),
           'learning_rate': np.array([c.optimizer.learning_rate for c in configs], np.float32),
-          **{k: np.array([losses_lib.get_loss(c.loss).keywords[k] for c in configs], np.float32)
+          **{k: np.array([tasks.get_task(c).default_weights[k] for c in configs], np.float32)
              for k in weights}}
 
 

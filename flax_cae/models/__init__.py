@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from flax_cae.errors import ConfigError, unknown_name
 from flax_cae.models import autoencoders as ae
+from flax_cae.models import balle
 from flax_cae.models.layers import CONV_INPUT_GRADS, NORMS, TRANSPOSED_CONVS, ModelOptions
 
 
@@ -59,6 +60,11 @@ MODELS = {
                          'residual blocks, a spatial code of latent_dim floats (1x1 conv), '
                          'mirrored with transposed convs; no dense layer, no skips',
                          torch_mirror=False, init='he', any_stages=True),
+    'balle2017': ModelSpec(balle.BalleAnalysis, balle.BalleSynthesis, (64, 64, 64),
+                           'Issue 18: Balle et al. 2017, a learned codec: stride-2 5x5 convs with '
+                           'GDN to a code of widths[-1] channels, quantized (noise while '
+                           'training), a learned factorized density; loss = rate + '
+                           'loss.rd_lambda * distortion', torch_mirror=False, any_stages=True),
     'improved_cae_res_conv': ModelSpec(
         ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
         'S1 ImprovedCAE with residuals inside the encoder, resized by a strided 1x1 conv',
@@ -68,6 +74,7 @@ MODELS = {
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 CLASSIFIERS = ('lenet5',)  # models whose output is {'logits'}: trained by tasks.Classification
 VAES = ('conv_vae',)       # variational: tasks.VariationalReconstruction (+ beta * KL)
+CODECS = ('balle2017',)    # learned codecs: tasks.RateDistortion (rate + lambda * distortion)
 RATES = (2, 4, 8, 16)      # rate_cae's model.rate (S2)
 
 
@@ -178,6 +185,8 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
           f'{len(widths) - 1} times); use a multiple of {h * w}, e.g. {4 * h * w}.')
   if config.name in CLASSIFIERS:
     return ae.Classifier(opts, spec.encoder)
+  if config.name in CODECS:
+    return balle.Balle2017(opts, spec.encoder, spec.decoder)
   return (ae.VAE if config.name in VAES else ae.Autoencoder)(opts, spec.encoder, spec.decoder)
 
 
