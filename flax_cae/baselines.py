@@ -73,6 +73,17 @@ class PCA:
     """[B, H, W, C] uint8 -> the projection on the first k components, clipped to [0, 1]."""
     return _reconstruct(images_u8, self.mean, self.components[:, :k])
 
+  def encode(self, images_u8, k: int):
+    """[B, H, W, C] uint8 -> the k coefficients [B, k] of the first k components."""
+    x = to_float(jnp.asarray(images_u8)).reshape(len(images_u8), -1) - self.mean
+    return jnp.matmul(x, self.components[:, :k], precision=_HI)
+
+  def decode(self, coefficients):
+    """[B, k] coefficients -> images [B, H, W, C], clipped to [0, 1]."""
+    z = jnp.asarray(coefficients, jnp.float32)
+    x = jnp.matmul(z, self.components[:, :z.shape[-1]].T, precision=_HI) + self.mean
+    return jnp.clip(x.reshape(-1, *self.image_shape), 0.0, 1.0)
+
   def score(self, split: pipeline.Split, k: int) -> dict:
     """Mean per-image MSE, L1, PSNR (dB), SSIM of k-component reconstructions of a split,
     with the same definitions as the models' evaluation (metrics.image_metrics)."""

@@ -56,6 +56,11 @@ class Trained:
     """uint8 images -> the code (autoencoders)."""
     return jax.jit(lambda v, x: self.model.apply(v, tasks.to_float(x), method='encode'))
 
+  @functools.cached_property
+  def decode(self) -> Callable:
+    """A code -> the reconstruction (autoencoders)."""
+    return jax.jit(lambda v, code: self.model.apply(v, code, method='decode'))
+
   def reconstruct(self, images_u8):
     return self.apply(self.variables, images_u8)['reconstruction']
 

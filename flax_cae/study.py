@@ -17,6 +17,8 @@ writes in DIR:
   reconstructions.png           the same test images: originals, then a row per member, PCA
   classifier/                   with study.classifier: the classifier trained on the originals
   loss_vs_time.png              training loss against training seconds, every member (S3)
+  rate_distortion.{md,csv,png}  with study.rate_distortion: PSNR/SSIM against bits per pixel
+                                of every code (decoded from real bitstreams), PCA, JPEG, WebP
   members/*/visualize/          with study.visualize: t-SNE maps, interpolations, snapshots (S4)
   <x>_curves.png, codes.png     with study.x_axis (S2: model.rate): accuracy ratio and PSNR
                                 against x, models and PCA; per member original/code/output
@@ -36,16 +38,18 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from flax_cae import baselines, classical, errors, machine, models, train, writers
+from flax_cae import rate_distortion as rd
 from flax_cae import noise as noise_lib
 from flax_cae import evaluate as evaluate_lib
 from flax_cae import visualize as visualize_lib
 from flax_cae import workdir as workdir_lib
-from flax_cae.data import pipeline
+from flax_cae.data import pipeline, sources
 from flax_cae.errors import ConfigError
 
 TOGETHER = ('auto', 'yes', 'no')
@@ -108,6 +112,16 @@ def _check_study(study, base):
   for name in only:
     if name not in study.members:
       raise errors.unknown_name('study member', name, list(study.members.keys()))
+  if study.get('rate_distortion', False):
+    steps, qualities = tuple(study.rd_steps), tuple(study.rd_qualities)
+    if not steps or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0
+                        for f in steps):
+      raise ConfigError(f'study.rd_steps must be positive numbers (quantizer steps in standard '
+                        f'deviations of each code channel), got {steps!r}; e.g. '
+                        '--config.study.rd_steps="(1.0, 0.5, 0.25)".')
+    if any(isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100 for q in qualities):
+      raise ConfigError(f'study.rd_qualities must be JPEG/WebP qualities, integers in 1..100, '
+                        f'got {qualities!r}; e.g. --config.study.rd_qualities="(10, 50, 90)".')
   if study.tune_learning_rate:
     factors = tuple(study.lr_factors)
     if not factors or any(not isinstance(f, (int, float)) or not f > 0 for f in factors):
@@ -142,8 +156,9 @@ def plan(config):
     c = copy.deepcopy(base)
     _update(c, overrides, f'study.members.{name}')
     train.validate(c, 1)
-    # The model's own checks (widths per stage, skips) need no data: the shape is a stand-in.
-    models.build_model(c.model, (32, 32, c.data.get('channels', 3)))
+    # The model's own checks (widths per stage, skips, code grid) need only the images' shape.
+    models.build_model(c.model, sources.image_shape(
+        c.data.name, image_size=c.data.get('image_size'), channels=c.data.get('channels')))
     members.append((name, [_with_seed(c, c.seed + s) for s in range(study.num_seeds)]))
   if len(study.classifier) and not study.classifier_workdir:
     classifier_config(base, study)  # its names and values, before anything is trained
@@ -385,6 +400,8 @@ def run_study(config, workdir: str) -> dict:
     if study.x_axis:
       write_x_figures(workdir, study.x_axis, rows, pca_rows, shown, study.num_grid_images,
                       classifier is not None)
+  if study.get('rate_distortion', False) and writers.is_writer():
+    rate_distortion_study(workdir, study, rows, splits)
   if study.visualize and writers.is_writer():
     for r in rows:
       for d in r['workdirs']:
@@ -393,6 +410,40 @@ def run_study(config, workdir: str) -> dict:
           visualize_lib.visualize(d)
   logging.info('Study written to %s (study.md, study.csv, *.png).', workdir)
   return {'rows': rows, 'pca': pca_rows}
+
+
+def rate_distortion_study(workdir, study, rows, splits):
+  """flax_cae.rate_distortion for every member (first seed), PCA at each member's floats,
+  JPEG and WebP, on the shown split: rate_distortion.md/.csv/.png."""
+  shown = splits['test'] if splits['test'].n else splits['validation']
+  train_u8 = rd.split_images(splits['train'], rd.FIT_IMAGES)
+  test_u8 = rd.split_images(shown)
+  points, sizes = [], set()
+  for r in rows:
+    trained = _loaded(r['workdirs'][0])
+    if trained is None or trained.task == 'classification':
+      continue
+    if trained.task == 'rate_distortion':
+      points.append(rd.codec_points(trained.config.model.name, trained, train_u8, test_u8))
+      continue
+    parts = list(models.bottleneck(trained.model)['parts'])
+    if parts != ['latent'] or not r['compression_ratio'] or r['compression_ratio'] <= 1:
+      logging.info('Study: %s is left out of the rate-distortion curves (its code is %s).',
+                   r['member'], 'not a compression' if parts == ['latent'] else '+'.join(parts))
+      continue
+    points += rd.code_points(
+        r['member'], lambda x, t=trained: t.encode(t.variables, x)['latent'],
+        lambda z, t=trained: t.decode(t.variables, {'latent': jnp.asarray(z)}),
+        train_u8, test_u8, study.rd_steps, note=f'{r["bottleneck_floats"]} floats, quantized')
+    sizes.add(r['bottleneck_floats'])
+  if sizes:  # PCA with as many floats as each autoencoder's code, coded the same way
+    pca = baselines.PCA(splits['train'])
+    for k in sorted(sizes):
+      points += rd.code_points(f'PCA ({k} floats)', lambda x, k=k: pca.encode(x, k),
+                               lambda z, k=k: pca.decode(z), train_u8, test_u8, study.rd_steps,
+                               note='linear code, quantized like the models\' codes')
+  points += rd.classical_points(test_u8, study.rd_qualities)
+  rd.write(workdir, points, splits['train'].image_shape, len(test_u8), machine.device())
 
 
 def _member_key(name, seed_index, num_seeds):

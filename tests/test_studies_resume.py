@@ -63,6 +63,10 @@ BAD_STUDY_FLAGS = [
     ({'study.num_grid_images': 0}, 'study.num_grid_images must be a positive integer'),
     ({'study.visualize': 'maybe'}, "--config.study.visualize=maybe: ('Non-boolean argument"),
     ({'study.x_axis': 'model.ratio'}, "study.x_axis='model.ratio' is not a config field"),
+    ({'study.rate_distortion': True, 'study.rd_steps': '(0.5, -1.0)'},
+     'study.rd_steps must be positive numbers (quantizer steps in standard deviations'),
+    ({'study.rate_distortion': True, 'study.rd_qualities': '(10, 500)'},
+     'study.rd_qualities must be JPEG/WebP qualities, integers in 1..100'),
     ({'study.classifier_workdir': '/no/such/classifier'},
      '--config.study.classifier_workdir=/no/such/classifier holds no finished run'),
 ]

@@ -28,6 +28,12 @@ def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
       classifier_workdir='',
       x_axis='',                # a config field the members vary (model.rate): curves against it
       visualize=False,          # S4: flax_cae.visualize for every member at the end
+      # Issue 18: bytes, not floats. Every code quantized (step = rd_steps x each channel's
+      # std on the training codes), range-coded and decoded from its bytes; PCA, JPEG and
+      # WebP (rd_qualities) beside them: rate_distortion.{md,csv,png}.
+      rate_distortion=False,
+      rd_steps=(1.0, 0.5, 0.25, 0.125),
+      rd_qualities=(5, 10, 20, 30, 50, 70, 90),
   ))
   c.study.update(settings)
   return c
