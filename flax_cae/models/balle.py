@@ -142,9 +142,6 @@ class Balle2017(nn.Module):
       return y + jax.random.uniform(self.make_rng('sample'), y.shape, y.dtype, -0.5, 0.5)
     return jnp.round(y)
 
-  def likelihood(self, y_hat):
-    return self.density(y_hat)
-
   def __call__(self, x, train: bool = False) -> dict:
     y = self.encode(x, train)['latent']
     y_hat = self.quantize(y, train)
