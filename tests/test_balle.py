@@ -13,7 +13,7 @@ from flax_cae.bitstream import CodeModel
 from flax_cae.models import balle, build_model
 
 
-def codec(widths=(16, 16, 8), shape=(25, 25, 3)):
+def codec(widths=(8, 8, 8), shape=(25, 25, 3)):
   c = default.get_config()
   c.model.update(name='balle2017', widths=widths)
   model = build_model(c.model, shape)

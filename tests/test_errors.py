@@ -27,7 +27,7 @@ def data_dir(tmp_path_factory):
 
 
 BAD_FLAGS = [
-    (['--config.model.name=resnet'], 'valid model names are: base_cae, cae, conv_vae, fc_ae, improved_cae'),
+    (['--config.model.name=resnet'], 'valid model names are: balle2017, base_cae, cae, conv_vae, fc_ae, improved_cae'),
     (['--config.optimizer.name=adamm'], 'valid optimizer names are:'),
     (['--config.loss.name=mae'], 'valid loss names are:'),
     (['--config.optimizer.schedule.name=cosine'], 'valid schedule names are:'),

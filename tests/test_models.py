@@ -227,7 +227,7 @@ def test_models_with_either_formulation_are_the_same_function():
 
 
 @pytest.mark.parametrize('bad,match', [
-    (dict(name='resnet'), 'valid model names are: base_cae, cae, conv_vae, fc_ae, improved_cae'),
+    (dict(name='resnet'), 'valid model names are: balle2017, base_cae, cae, conv_vae, fc_ae, improved_cae'),
     (dict(activation='swish2'), 'valid activation names'),
     (dict(name='base_cae', skips=(1,)), 'only supported by improved_cae'),
     (dict(skips=(5,)), 'outside 1..4'),

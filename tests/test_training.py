@@ -205,6 +205,7 @@ def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
   """ema_decay (issue 14's lever): after each step ema = d * ema + (1 - d) * params with
   d = min(ema_decay, (1 + t) / (10 + t)); evaluation applies it; off, it is not kept."""
   config = tiny_config(data_dir, ema_decay=0.5)
+  config.model.update(name='fc_ae', widths=(), hidden_dim=16, latent_dim=4)  # the rule, not the model
   model = models.build_model(config.model, (16, 16, 1))
   mesh = pipeline.make_mesh()
   trainer = train.Trainer(config, model, mesh, steps_per_epoch=4)
@@ -220,6 +221,7 @@ def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
   close(s2.ema_params, jax.tree.map(lambda a, b: d * a + (1 - d) * b, s1.ema_params, s2.params))
   assert not np.allclose(jax.tree.leaves(s2.ema_params)[0], jax.tree.leaves(s2.params)[0])
   close(trainer.eval_variables(s2)['params'], s2.ema_params)
-  off = train.Trainer(tiny_config(data_dir), model, mesh, steps_per_epoch=4)
+  off = train.Trainer(tiny_config(data_dir, **{'model.name': 'fc_ae'}), model, mesh,
+                      steps_per_epoch=4)
   s = off.init_state()
   assert s.ema_params == {} and off.eval_variables(s)['params'] is s.params
