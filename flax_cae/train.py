@@ -87,7 +87,13 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  ema_params: Any = None  # {} when config.ema_decay is 0 (off)
+
+
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+  """With config.ema_decay > 0: also the parameters' moving average, which evaluation runs.
+  A subclass, so a run without it keeps TrainState's structure (and its checkpoints read)."""
+  ema_params: Any
 
 
 # The numbers in which members trained together (jax.vmap over a member axis) may differ;
@@ -166,9 +172,12 @@ class Trainer:
       if 'learning_rate' in numbers and self.members is not None:
         opt_state.hyperparams['peak_learning_rate'] = jnp.asarray(
             numbers['learning_rate'], jnp.float32)
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
-                        ema_params=params if self.ema_decay else {})
+      state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                         batch_stats=variables.get('batch_stats', {}), opt_state=opt_state)
+      if not self.ema_decay:
+        return state
+      return EmaTrainState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
+                           ema_params=params)
 
     return jax.jit(self._vmapped(init, ()), out_shardings=self.rep)()
 
@@ -193,12 +202,14 @@ class Trainer:
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
-    ema = state.ema_params
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                        opt_state=opt_state)
     if self.ema_decay:  # the average starts short (decay (1 + t) / (10 + t)) so early ones count
       t = state.step.astype(jnp.float32)
       d = jnp.minimum(self.ema_decay, (1 + t) / (10 + t))
-      ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
-    return TrainState(state.step + 1, params, batch_stats, opt_state, ema), loss
+      new = new.replace(ema_params=jax.tree.map(lambda e, p: d * e + (1 - d) * p,
+                                                state.ema_params, params))
+    return new, loss
 
   def _run_steps(self, k, state, get_batch, numbers):
     if k == 1:
@@ -581,9 +592,16 @@ def flat_config(config) -> dict:
   return flat(config if isinstance(config, dict) else json.loads(config.to_json_best_effort()), '')
 
 
+# Config fields added after runs were written, with the value every run before them had:
+# a resume of such a run compares against it (so turning one on is refused, not merged).
+ADDED_FIELDS = {'model.blocks': 1, 'model.norm': 'batch', 'ema_decay': 0.0,
+                'loss.rd_lambda': 0.01}
+
+
 def config_diff(saved: dict, now: dict, ignore=()) -> dict:
   """{key: (saved, now)} for the flat config keys that differ. Keys the saved side lacks came
-  later, and it ran with their defaults: they are not compared."""
+  later, and it ran with their defaults: ADDED_FIELDS' values where known, else not compared."""
+  saved = {**{k: v for k, v in ADDED_FIELDS.items() if k in now}, **saved}
   return {k: (saved[k], now.get(k)) for k in sorted(saved)
           if k not in ignore and saved[k] != now.get(k)}
 

@@ -284,3 +284,15 @@ def test_image_folder_other_files_are_skipped_and_a_grown_folder_names_its_prepa
   assert (f"image folder '{root}' now holds 40 images but its prepared copy holds 20; "
           f"delete '{prepared[0]}' to prepare the folder again" in lines[0]), lines[0]
   assert 'Traceback' not in stderr
+
+
+def test_a_field_added_later_compares_against_the_value_older_runs_had():
+  """A run recorded before ema_decay (or model.norm, ...) existed ran with ADDED_FIELDS'
+  values: resuming it with the field turned on is a difference (refused, never merged; its
+  checkpoints lack the state the field needs), with the old value it is none."""
+  saved = {'optimizer.name': 'adam'}  # no ema_decay, model.norm: written before they existed
+  assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.9,
+                                   'model.norm': 'batch'}) == {'ema_decay': (0.0, 0.9)}
+  assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0,
+                                   'model.norm': 'group'}) == {'model.norm': ('batch', 'group')}
+  assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0}) == {}
