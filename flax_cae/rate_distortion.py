@@ -71,6 +71,19 @@ def _decoded(model: bitstream.CodeModel, data: bytes, q: np.ndarray) -> np.ndarr
   return out
 
 
+def _coded(model: bitstream.CodeModel, codes: np.ndarray, decode, test_u8) -> tuple:
+  """(bpp, PSNR, SSIM) of the test images: each code quantized, coded alone, decoded from
+  its bytes and reconstructed."""
+  sizes, decoded = [], []
+  for code in codes:
+    q = model.quantize(code)
+    data = model.encode(q)
+    sizes.append(len(data))
+    decoded.append(model.dequantize(_decoded(model, data, q)))
+  psnr, ssim = _score(_in_chunks(decode, np.stack(decoded)), test_u8)
+  return 8 * np.mean(sizes) / (test_u8.shape[1] * test_u8.shape[2]), psnr, ssim
+
+
 def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='') -> list[dict]:
   """Points of a code: encode(uint8 [B, ...]) -> float codes [B, ..., C]; decode(codes) ->
   float images. One point per quantizer step fraction; everything decoded from bytes."""
@@ -78,19 +91,10 @@ def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='') ->
   test_codes = _in_chunks(encode, test_u8)
   std = fit_codes.reshape(-1, fit_codes.shape[-1]).std(0)
   std = np.where(std > 0, std, 1.0)  # a dead channel: any step codes it in ~0 bits
-  pixels = test_u8.shape[1] * test_u8.shape[2]
   points = []
   for frac in fracs:
     model = bitstream.CodeModel.fit(fit_codes, frac * std)
-    sizes, decoded = [], []
-    for code in test_codes:
-      q = model.quantize(code)
-      data = model.encode(q)
-      sizes.append(len(data))
-      decoded.append(model.dequantize(_decoded(model, data, q)))
-    recon = _in_chunks(decode, np.stack(decoded))
-    psnr, ssim = _score(recon, test_u8)
-    bpp = 8 * np.mean(sizes) / pixels
+    bpp, psnr, ssim = _coded(model, test_codes, decode, test_u8)
     points.append({'method': name, 'setting': f'step {frac:g} std', 'bpp': bpp,
                    'bpp_payload': bpp, 'psnr': psnr, 'ssim': ssim, 'note': note})
     logging.info('Rate-distortion: %s step %g std: %.3f bpp, %.2f dB.', name, frac, bpp, psnr)
@@ -99,23 +103,19 @@ def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='') ->
 
 def codec_points(model_name, trained, train_u8, test_u8) -> dict:
   """One point of a learned codec: its rounded code, coded with its learned density."""
-  encode = jax.jit(lambda x: trained.model.apply(trained.variables, to_float(x), method='encode')['latent'])
-  decode = jax.jit(lambda y: trained.model.apply(trained.variables, {'latent': y}, method='decode'))
+  def encode(x):
+    return trained.encode(trained.variables, x)['latent']
+
+  def decode(y):
+    return trained.decode(trained.variables, {'latent': jnp.asarray(y)})
+
   fit = np.round(_in_chunks(encode, train_u8[:FIT_IMAGES]))
   c = fit.shape[-1]
   low = fit.reshape(-1, c).min(0).astype(np.int64) - bitstream.MARGIN
   size = int((fit.reshape(-1, c).max(0) - low).max()) + 1 + bitstream.MARGIN
   table = balle.discretized_density(trained.model, trained.variables, low, size)
   model = bitstream.CodeModel.from_density(table, low)
-  sizes, decoded = [], []
-  for code in np.round(_in_chunks(encode, test_u8)):
-    q = model.quantize(code)
-    data = model.encode(q)
-    sizes.append(len(data))
-    decoded.append(_decoded(model, data, q).astype(np.float32))
-  recon = _in_chunks(decode, np.stack(decoded))
-  psnr, ssim = _score(recon, test_u8)
-  bpp = 8 * np.mean(sizes) / (test_u8.shape[1] * test_u8.shape[2])
+  bpp, psnr, ssim = _coded(model, np.round(_in_chunks(encode, test_u8)), decode, test_u8)
   lam = trained.config.loss.get('rd_lambda')
   return {'method': model_name, 'setting': f'lambda {lam:g}', 'bpp': bpp, 'bpp_payload': bpp,
           'psnr': psnr, 'ssim': ssim, 'note': 'learned density'}
