@@ -20,6 +20,9 @@
 #             PCA at the same floats beside each) on the CIFAR-10 JPEGs: $CIFAR_JPEGS, else
 #             shared/data/ or ../shared/data/cifar10-jpeg-train.tar.gz; 40,000 train / 5,000
 #             validation / 5,000 test; BEST_EPOCHS (default: the config's 60)
+#   rd        issue 18: configs/studies/rate_distortion.py on the same images (the 256- and
+#             64-float codes range-coded, Balle 2017 at four lambdas, PCA, JPEG and WebP):
+#             rate_distortion.md/.csv/.png; BEST_EPOCHS shortens every member
 #
 # On this workplace's lent GPU machines (no registry there), run benchmarks/device_wheels.sh
 # here first and carry .whl: the wheels are installed into /tmp/site. Results go to $OUT
@@ -60,6 +63,9 @@ if [ "${SIZE:-full}" = tiny ]; then
   BEST=(--config.num_epochs=2 --config.batch_size=20 --config.eval_batch_size=20
         --config.data.validation_size=20 --config.data.test_size=20)
   BEST_FILES=('train/*/000[0-9].jpg')  # 100 photos
+  RD=(--config.study.only=best256,balle2017_lambda0p01 --config.study.rd_steps="(1.0, 0.25)"
+      --config.study.rd_qualities="(10, 50)"
+      --config.study.members.balle2017_lambda0p01.num_epochs=2)
 else
   # 160 steps a round: ten 16-step calls on a GPU, long enough to time.
   TP=(--batch_sizes=64,256 --steps=160 --rounds=5 --epoch_images=50000)
@@ -71,6 +77,10 @@ else
   BEST=(--config.data.validation_size=5000 --config.data.test_size=5000
         ${BEST_EPOCHS:+--config.num_epochs=$BEST_EPOCHS})
   BEST_FILES=()
+  RD=()
+  for lam in 0p0025 0p01 0p04 0p16; do
+    RD+=(${BEST_EPOCHS:+--config.study.members.balle2017_lambda$lam.num_epochs=$BEST_EPOCHS})
+  done
 fi
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
@@ -110,21 +120,25 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
     members) stage members "$PY" benchmarks/members.py "${MEM[@]}" --out="$R/${BACKEND}_members" ;;
-    best)
+    best|rd)
       jpegs=${CIFAR_JPEGS:-}
       for f in shared/data/cifar10-jpeg-train.tar.gz ../shared/data/cifar10-jpeg-train.tar.gz; do
         [ -n "$jpegs" ] || { [ -f "$f" ] && jpegs=$f; }
       done
       mkdir -p "$R/cifar" && tar xzf "${jpegs:-no CIFAR-10 JPEG tarball: set CIFAR_JPEGS}" \
         -C "$R/cifar" --wildcards "${BEST_FILES[@]:-train/*}"
-      stage best "$PY" launch.py --config=configs/studies/best_codes.py --workdir="$R/best" \
+      study=$([ "$s" = best ] && echo best_codes || echo rate_distortion)
+      extra=()
+      [ "$s" = rd ] && extra=("${RD[@]}")
+      stage "$s" "$PY" launch.py --config=configs/studies/$study.py --workdir="$R/$s" \
         --config.data.name=image_folder --config.data.source_dir="$R/cifar/train" \
         --config.data.data_dir="$R/tfds" --config.data.download=False \
-        --config.data.image_size="(32, 32)" --config.data.channels=3 "${BEST[@]}"
-      cp "$R/best/study.md" "$R/best_codes.md" 2>/dev/null
-      cp "$R/best/study.csv" "$R/best/"*.png "$R/" 2>/dev/null
-      rm -rf "$R/cifar" "$R/tfds" "$R/best/members/"*/checkpoints ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best)" \
+        --config.data.image_size="(32, 32)" --config.data.channels=3 "${BEST[@]}" "${extra[@]}"
+      cp "$R/$s/study.md" "$R/$study.md" 2>/dev/null
+      cp "$R/$s/rate_distortion.md" "$R/$s/rate_distortion.csv" "$R/" 2>/dev/null
+      for f in "$R/$s/"*.png "$R/$s/study.csv"; do [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"; done
+      rm -rf "$R/cifar" "$R/tfds" "$R/$s/members/"*/checkpoints "$R/$s/groups" ;;
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best rd)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

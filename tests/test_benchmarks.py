@@ -100,13 +100,13 @@ def test_device_run_script_runs_every_stage(tmp_path):
   out = tmp_path / 'out'
   proc = subprocess.run(
       ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
-       'best', 'nope'],
+       'best', 'rd', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
   for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members',
-                'best'):
+                'best', 'rd'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -126,3 +126,9 @@ def test_device_run_script_runs_every_stage(tmp_path):
   # Issue 14's study: both codes, each beside PCA at its floats, on 100 real photos.
   assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
   assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
+  # Issue 18's study: the code and a Balle member in bytes beside PCA, JPEG and WebP.
+  assert {'rate_distortion.md', 'rate_distortion.csv', 'rd_rate_distortion.png'} <= names
+  rd_table = summary.split('# Rate-distortion')[-1]
+  for row in ('| best256 | step 1 std |', '| balle2017 | lambda 0.01 |',
+              '| PCA (256 floats) | step 1 std |', '| JPEG | quality 10 |', '| WebP | quality 50 |'):
+    assert row in rd_table, rd_table
