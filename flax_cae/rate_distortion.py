@@ -84,9 +84,11 @@ def _coded(model: bitstream.CodeModel, codes: np.ndarray, decode, test_u8) -> tu
   return 8 * np.mean(sizes) / (test_u8.shape[1] * test_u8.shape[2]), psnr, ssim
 
 
-def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='') -> list[dict]:
+def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='',
+                save_dir: str = '') -> list[dict]:
   """Points of a code: encode(uint8 [B, ...]) -> float codes [B, ..., C]; decode(codes) ->
-  float images. One point per quantizer step fraction; everything decoded from bytes."""
+  float images. One point per quantizer step fraction; everything decoded from bytes. Each
+  fitted CodeModel (steps and tables) is saved to save_dir/code_model_step<frac>.npz."""
   fit_codes = _in_chunks(encode, train_u8[:FIT_IMAGES])
   test_codes = _in_chunks(encode, test_u8)
   std = fit_codes.reshape(-1, fit_codes.shape[-1]).std(0)
@@ -94,6 +96,7 @@ def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='') ->
   points = []
   for frac in fracs:
     model = bitstream.CodeModel.fit(fit_codes, frac * std)
+    _save(model, save_dir, f'code_model_step{frac:g}.npz')
     bpp, psnr, ssim = _coded(model, test_codes, decode, test_u8)
     points.append({'method': name, 'setting': f'step {frac:g} std', 'bpp': bpp,
                    'bpp_payload': bpp, 'psnr': psnr, 'ssim': ssim, 'note': note})
@@ -101,8 +104,15 @@ def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='') ->
   return points
 
 
-def codec_points(model_name, trained, train_u8, test_u8) -> dict:
-  """One point of a learned codec: its rounded code, coded with its learned density."""
+def _save(model: bitstream.CodeModel, save_dir: str, name: str):
+  if save_dir:
+    os.makedirs(save_dir, exist_ok=True)
+    model.save(os.path.join(save_dir, name))
+
+
+def codec_points(model_name, trained, train_u8, test_u8, save_dir: str = '') -> dict:
+  """One point of a learned codec: its rounded code, coded with its learned density
+  (saved to save_dir/code_model.npz)."""
   def encode(x):
     return trained.encode(trained.variables, x)['latent']
 
@@ -115,6 +125,7 @@ def codec_points(model_name, trained, train_u8, test_u8) -> dict:
   size = int((fit.reshape(-1, c).max(0) - low).max()) + 1 + bitstream.MARGIN
   table = balle.discretized_density(trained.model, trained.variables, low, size)
   model = bitstream.CodeModel.from_density(table, low)
+  _save(model, save_dir, 'code_model.npz')
   bpp, psnr, ssim = _coded(model, np.round(_in_chunks(encode, test_u8)), decode, test_u8)
   lam = trained.config.loss.get('rd_lambda')
   return {'method': model_name, 'setting': f'lambda {lam:g}', 'bpp': bpp, 'bpp_payload': bpp,

@@ -19,6 +19,9 @@ writes in DIR:
   loss_vs_time.png              training loss against training seconds, every member (S3)
   rate_distortion.{md,csv,png}  with study.rate_distortion: PSNR/SSIM against bits per pixel
                                 of every code (decoded from real bitstreams), PCA, JPEG, WebP
+  members/*/code_models/, code_models/pca<k>/
+                                the quantizer steps and probability tables of each point
+                                (flax_cae.bitstream.CodeModel.load), beside the checkpoints
   members/*/visualize/          with study.visualize: t-SNE maps, interpolations, snapshots (S4)
   <x>_curves.png, codes.png     with study.x_axis (S2: model.rate): accuracy ratio and PSNR
                                 against x, models and PCA; per member original/code/output
@@ -424,7 +427,8 @@ def rate_distortion_study(workdir, study, rows, splits):
     if trained is None or trained.task == 'classification':
       continue
     if trained.task == 'rate_distortion':
-      points.append(rd.codec_points(trained.config.model.name, trained, train_u8, test_u8))
+      points.append(rd.codec_points(trained.config.model.name, trained, train_u8, test_u8,
+                                    os.path.join(r['workdirs'][0], 'code_models')))
       continue
     parts = list(models.bottleneck(trained.model)['parts'])
     if parts != ['latent'] or not r['compression_ratio'] or r['compression_ratio'] <= 1:
@@ -434,14 +438,16 @@ def rate_distortion_study(workdir, study, rows, splits):
     points += rd.code_points(
         r['member'], lambda x, t=trained: t.encode(t.variables, x)['latent'],
         lambda z, t=trained: t.decode(t.variables, {'latent': jnp.asarray(z)}),
-        train_u8, test_u8, study.rd_steps, note=f'{r["bottleneck_floats"]} floats, quantized')
+        train_u8, test_u8, study.rd_steps, note=f'{r["bottleneck_floats"]} floats, quantized',
+        save_dir=os.path.join(r['workdirs'][0], 'code_models'))
     sizes.add(r['bottleneck_floats'])
   if sizes:  # PCA with as many floats as each autoencoder's code, coded the same way
     pca = baselines.PCA(splits['train'])
     for k in sorted(sizes):
       points += rd.code_points(f'PCA ({k} floats)', lambda x, k=k: pca.encode(x, k),
                                lambda z, k=k: pca.decode(z), train_u8, test_u8, study.rd_steps,
-                               note='linear code, quantized like the models\' codes')
+                               note='linear code, quantized like the models\' codes',
+                               save_dir=os.path.join(workdir, 'code_models', f'pca{k}'))
   points += rd.classical_points(test_u8, study.rd_qualities)
   rd.write(workdir, points, splits['train'].image_shape, len(test_u8), machine.device())
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from flax_cae import rate_distortion as rd
+from flax_cae.bitstream import CodeModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,3 +75,17 @@ def test_the_study_writes_curves_of_every_code_and_codec(study):
   with Image.open(study / 'rate_distortion.png') as im:
     assert im.size[0] > 500 and im.size[1] > 300
   assert (study / 'study.md').is_file()
+
+
+def test_the_fitted_code_models_are_stored_beside_the_checkpoints(study):
+  """Each point's quantizer steps and tables are saved where a decoder finds them: per
+  step for the autoencoder and PCA (7x7x2 code: 2 channels), one learned table for Balle."""
+  for d, channels in ((study / 'members' / 'best256' / 'code_models', 2),
+                      (study / 'code_models' / 'pca98', 98)):
+    for frac in ('1', '0.25'):
+      m = CodeModel.load(str(d / f'code_model_step{frac}.npz'))
+      assert m.channels == channels
+      np.testing.assert_allclose(m.probs.sum(-1), 1.0, rtol=1e-6)
+  balle_model = CodeModel.load(
+      str(study / 'members' / 'balle2017_lambda0p04' / 'code_models' / 'code_model.npz'))
+  assert balle_model.channels == 4 and np.all(balle_model.step == 1.0)
