@@ -134,9 +134,11 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
         --config.data.name=image_folder --config.data.source_dir="$R/cifar/train" \
         --config.data.data_dir="$R/tfds" --config.data.download=False \
         --config.data.image_size="(32, 32)" --config.data.channels=3 "${BEST[@]}" "${extra[@]}"
-      cp "$R/$s/study.md" "$R/$study.md" 2>/dev/null
-      cp "$R/$s/rate_distortion.md" "$R/$s/rate_distortion.csv" "$R/" 2>/dev/null
-      for f in "$R/$s/"*.png "$R/$s/study.csv"; do [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"; done
+      # The stage's name first: both stages write study.md, and rd's rate_distortion.md too.
+      for f in "$R/$s/"*.png "$R/$s/study.md" "$R/$s/study.csv" "$R/$s/rate_distortion.md" \
+               "$R/$s/rate_distortion.csv"; do
+        [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"
+      done
       rm -rf "$R/cifar" "$R/tfds" "$R/$s/members/"*/checkpoints "$R/$s/groups" ;;
     *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best rd)" \
          | tee -a "$R/status.txt" ;;

@@ -127,7 +127,8 @@ def test_device_run_script_runs_every_stage(tmp_path):
   assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
   assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
   # Issue 18's study: the code and a Balle member in bytes beside PCA, JPEG and WebP.
-  assert {'rate_distortion.md', 'rate_distortion.csv', 'rd_rate_distortion.png'} <= names
+  assert {'rd_rate_distortion.md', 'rd_rate_distortion.csv', 'rd_rate_distortion.png',
+          'rd_study.md', 'best_study.md'} <= names
   rd_table = summary.split('# Rate-distortion')[-1]
   for row in ('| best256 | step 1 std |', '| balle2017 | lambda 0.01 |',
               '| PCA (256 floats) | step 1 std |', '| JPEG | quality 10 |', '| WebP | quality 50 |'):
