@@ -388,7 +388,7 @@ def run_study(config, workdir: str) -> dict:
     if study.x_axis:
       next(r for r in rows if r['member'] == name)['x'] = train.flat_config(configs[0])[study.x_axis]
   input_floats = int(np.prod(splits['train'].image_shape))
-  pca_rows, pca_images = pca_baseline(splits, rows, input_floats, study.num_grid_images,
+  pca_rows, pca_images, pca = pca_baseline(splits, rows, input_floats, study.num_grid_images,
                                       classifier)
   for noise in noises.values():  # the classical denoiser on the same noisy test images
     logging.info('Study: %s on %d test images.', classical.describe(noise), shown.n)
@@ -404,7 +404,7 @@ def run_study(config, workdir: str) -> dict:
       write_x_figures(workdir, study.x_axis, rows, pca_rows, shown, study.num_grid_images,
                       classifier is not None)
   if study.get('rate_distortion', False) and writers.is_writer():
-    rate_distortion_study(workdir, study, rows, splits)
+    rate_distortion_study(workdir, study, rows, splits, pca)
   if study.visualize and writers.is_writer():
     for r in rows:
       for d in r['workdirs']:
@@ -415,9 +415,10 @@ def run_study(config, workdir: str) -> dict:
   return {'rows': rows, 'pca': pca_rows}
 
 
-def rate_distortion_study(workdir, study, rows, splits):
-  """flax_cae.rate_distortion for every member (first seed), PCA at each member's floats,
-  JPEG and WebP, on the shown split: rate_distortion.md/.csv/.png."""
+def rate_distortion_study(workdir, study, rows, splits, pca):
+  """flax_cae.rate_distortion for every member (first seed), PCA at each member's floats
+  (`pca`: pca_baseline's fit, there whenever a member compresses), JPEG and WebP, on the
+  shown split: rate_distortion.md/.csv/.png."""
   shown = splits['test'] if splits['test'].n else splits['validation']
   train_u8 = rd.split_images(splits['train'], rd.FIT_IMAGES)
   test_u8 = rd.split_images(shown)
@@ -426,9 +427,10 @@ def rate_distortion_study(workdir, study, rows, splits):
     trained = _loaded(r['workdirs'][0])
     if trained is None or trained.task == 'classification':
       continue
+    save_dir = os.path.join(r['workdirs'][0], 'code_models')
     if trained.task == 'rate_distortion':
       points.append(rd.codec_points(trained.config.model.name, trained, train_u8, test_u8,
-                                    os.path.join(r['workdirs'][0], 'code_models')))
+                                    save_dir))
       continue
     parts = list(models.bottleneck(trained.model)['parts'])
     if parts != ['latent'] or not r['compression_ratio'] or r['compression_ratio'] <= 1:
@@ -439,10 +441,9 @@ def rate_distortion_study(workdir, study, rows, splits):
         r['member'], lambda x, t=trained: t.encode(t.variables, x)['latent'],
         lambda z, t=trained: t.decode(t.variables, {'latent': jnp.asarray(z)}),
         train_u8, test_u8, study.rd_steps, note=f'{r["bottleneck_floats"]} floats, quantized',
-        save_dir=os.path.join(r['workdirs'][0], 'code_models'))
+        save_dir=save_dir)
     sizes.add(r['bottleneck_floats'])
   if sizes:  # PCA with as many floats as each autoencoder's code, coded the same way
-    pca = baselines.PCA(splits['train'])
     for k in sorted(sizes):
       points += rd.code_points(f'PCA ({k} floats)', lambda x, k=k: pca.encode(x, k),
                                lambda z, k=k: pca.decode(z), train_u8, test_u8, study.rd_steps,
@@ -499,11 +500,11 @@ def pca_baseline(splits, rows, input_floats, n_images, classifier=None):
   """PCA fitted on the training split, scored on the test split with as many floats as
   each member's bottleneck (only where that is smaller than the image: else the identity
   is a perfect 'code'), and by the classifier if there is one. Returns (rows, {floats:
-  reconstructions of the first test images})."""
+  reconstructions of the first test images}, the fitted baselines.PCA or None)."""
   sizes = sorted({r['bottleneck_floats'] for r in rows
                   if r['bottleneck_floats'] and r['bottleneck_floats'] < input_floats})
   if not sizes:
-    return [], {}
+    return [], {}, None
   logging.info('Study: fitting PCA on %d training images for %s floats.', splits['train'].n, sizes)
   pca = baselines.PCA(splits['train'])
   first = next(baselines._chunks(splits['test'], max(n_images, 1)))[0][:n_images]  # pylint: disable=protected-access
@@ -523,7 +524,7 @@ def pca_baseline(splits, rows, input_floats, n_images, classifier=None):
       out[-1].update({key: scored[key] for key in ('accuracy_original',
                                                   'accuracy_reconstruction', 'accuracy_ratio')})
     images[k] = np.asarray(pca.reconstruct(first, k))
-  return out, images
+  return out, images, pca
 
 
 def _fmt(v, digits=2):
