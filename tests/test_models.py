@@ -9,8 +9,8 @@ import pytest
 
 from flax_cae import models
 from flax_cae.errors import ConfigError
-from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, conv_subpixel_input_grad,
-                                    max_pool_2x2)
+from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, SameConvTranspose,
+                                    conv_subpixel_input_grad, max_pool_2x2)
 
 
 def cfg(**kw):
@@ -177,6 +177,33 @@ def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target)
   np.testing.assert_allclose(outs['subpixel'], outs['dilated'], rtol=1e-5, atol=1e-5)
   for a, b in zip(jax.tree.leaves(grads['subpixel']), jax.tree.leaves(grads['dilated'])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('kernel_size,size', [(5, (4, 4)), (5, (3, 5)), (5, (1, 1)), (3, (4, 3)),
+                                               (4, (3, 3)), (7, (2, 5))])
+def test_same_transposed_conv_equals_flax_conv_transpose(kernel_size, size):
+  """Balle's layer in sub-pixel form and flax's nn.ConvTranspose(padding='SAME') with the
+  same parameters: same parameter tree, outputs and gradients, odd and even kernels."""
+  keys = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(keys[0], (2, *size, 5))
+  flax_layer = nn.ConvTranspose(3, (kernel_size,) * 2, strides=(2, 2), padding='SAME')
+  v = flax_layer.init(keys[1], x)
+  v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
+  layers = {'flax': flax_layer}
+  for f in TRANSPOSED_CONVS:
+    layers[f] = SameConvTranspose(3, kernel_size, formulation=f)
+    assert jax.tree.structure(layers[f].init(keys[1], x)) == jax.tree.structure(v)
+  outs, grads = {}, {}
+  for f, layer in layers.items():
+    def loss(v, x, layer=layer):
+      return jnp.sum(jnp.sin(layer.apply(v, x)))
+    outs[f] = layer.apply(v, x)
+    grads[f] = jax.grad(loss, argnums=(0, 1))(v, x)
+  assert outs['subpixel'].shape == (2, 2 * size[0], 2 * size[1], 3)
+  for f in TRANSPOSED_CONVS:
+    np.testing.assert_allclose(outs[f], outs['flax'], rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads[f]), jax.tree.leaves(grads['flax'])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('shape', [(2, 9, 8, 5), (3, 16, 16, 3), (2, 7, 5, 4), (1, 1, 1, 2)])

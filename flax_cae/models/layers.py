@@ -131,38 +131,64 @@ class _TransposedConvParams(nn.Module):
     return kernel, bias
 
 
-# Sub-pixel taps of a 3x3 stride-2 transposed conv: output row 2m takes kernel row 1 at
-# input row m; output row 2m+1 takes kernel row 0 at m and kernel row 2 at m + 1.
-# {output phase: {input offset: kernel index}}, the same for columns.
-_PHASE_TAPS = {0: {0: 1}, 1: {0: 0, 1: 2}}
+def _phase_taps(size: int, pad: int) -> dict[int, dict[int, int]]:
+  """Sub-pixel taps of a stride-2 transposed conv with a `size`-tap kernel: XLA's form (a
+  conv of the unflipped kernel over the input dilated by 2 and padded by `pad` in front)
+  gives y[2m + p] = sum of x[m + a] k[t] over t with p + t - pad = 2a.
+  {output phase p: {input offset a: kernel index t}}, the same for columns."""
+  return {p: {(p + t - pad) // 2: t for t in range(size) if (p + t - pad) % 2 == 0}
+          for p in (0, 1)}
 
 
-def subpixel_kernel(kernel: jax.Array) -> jax.Array:
-  """[3, 3, Cin, Cout] transposed-conv kernel -> [2, 2, Cin, 4 * Cout] stride-1 conv kernel
-  whose output channel (2 * ph + pw) * Cout + c is output pixel (2m + ph, 2n + pw)'s c."""
+def subpixel_kernel(kernel: jax.Array, pad: int = 1) -> jax.Array:
+  """[k, k, Cin, Cout] transposed-conv kernel -> [n, n, Cin, 4 * Cout] stride-1 conv kernel
+  (n input offsets) whose output channel (2 * ph + pw) * Cout + c is output pixel
+  (2m + ph, 2n + pw)'s c."""
+  taps = _phase_taps(kernel.shape[0], pad)
+  offsets = sorted({a for p in taps.values() for a in p})
   zero = jnp.zeros_like(kernel[0, 0])
-  rows = []
-  for a in (0, 1):
-    cols = []
-    for b in (0, 1):
-      cols.append(jnp.concatenate([
-          kernel[_PHASE_TAPS[ph][a], _PHASE_TAPS[pw][b]]
-          if a in _PHASE_TAPS[ph] and b in _PHASE_TAPS[pw] else zero
-          for ph in (0, 1) for pw in (0, 1)], axis=-1))
-    rows.append(jnp.stack(cols))
-  return jnp.stack(rows)
+  return jnp.stack([jnp.stack([jnp.concatenate([
+      kernel[taps[ph][a], taps[pw][b]] if a in taps[ph] and b in taps[pw] else zero
+      for ph in (0, 1) for pw in (0, 1)], axis=-1) for b in offsets]) for a in offsets])
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """3x3 stride-2 transposed conv (PyTorch padding=1) as one stride-1 2x2 conv with 4x the
-  channels, then depth-to-space: [B, h, w, Cin] -> [B, 2h, 2w, Cout]. Same function as the
-  zero-dilated form, without the multiply-adds on inserted zeros (9 taps instead of 36)."""
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, pad: int = 1) -> jax.Array:
+  """Stride-2 transposed conv as one stride-1 conv with 4x the channels, then
+  depth-to-space: [B, h, w, Cin] -> [B, 2h, 2w, Cout]. Same function as the zero-dilated
+  form, without the multiply-adds on inserted zeros (3x3: 9 taps instead of 36; 5x5: 25
+  instead of 100). pad=1 with a 3x3 kernel is PyTorch's padding=1; pad=(k + 1) // 2 is
+  nn.ConvTranspose(padding='SAME')."""
   bsz, h, w, _ = x.shape
   cout = kernel.shape[-1]
-  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((0, 1), (0, 1)),
+  offsets = sorted({a for p in _phase_taps(kernel.shape[0], pad).values() for a in p})
+  padding = ((-offsets[0], offsets[-1]),) * 2
+  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel, pad), (1, 1), padding,
                                    dimension_numbers=_NHWC)
   z = z.reshape(bsz, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return z.reshape(bsz, 2 * h, 2 * w, cout)
+
+
+class SameConvTranspose(nn.Module):
+  """nn.ConvTranspose(features, (k, k), strides=(2, 2), padding='SAME') with the same
+  parameters (names, shapes, initialisers), computed as a sub-pixel conv: [B, h, w, Cin] ->
+  [B, 2h, 2w, features]. formulation='dilated' runs XLA's transposed conv (the reference)."""
+  features: int
+  kernel_size: int = 5
+  dtype: Any = jnp.float32
+  formulation: str = 'subpixel'
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    if self.formulation == 'subpixel':
+      y = conv_transpose_subpixel(x, kernel, pad=min(k - 1, (k + 1) // 2))  # lax's 'SAME'
+    else:
+      y = jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME', dimension_numbers=_NHWC)
+    return y + bias
 
 
 def conv_transpose_dilated(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
