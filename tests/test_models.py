@@ -206,14 +206,20 @@ def test_same_transposed_conv_equals_flax_conv_transpose(kernel_size, size):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('shape', [(2, 9, 8, 5), (3, 16, 16, 3), (2, 7, 5, 4), (1, 1, 1, 2)])
-def test_conv_subpixel_input_grad_equals_xla_conv(shape):
+@pytest.mark.parametrize('shape,kernel,padding', [
+    (shape, kernel, padding)
+    for shape in [(2, 9, 8, 5), (3, 16, 16, 3), (2, 7, 5, 4), (1, 1, 1, 2)]
+    for kernel, padding in [(3, ((1, 1), (1, 1))), (5, 'SAME'), (5, 'VALID'),
+                            (4, ((2, 1), (0, 3))), (3, ((0, 0), (2, 1)))]
+    if padding != 'VALID' or min(shape[1:3]) >= kernel])  # VALID needs the kernel to fit
+def test_conv_subpixel_input_grad_equals_xla_conv(shape, kernel, padding):
   """Stride-2 conv with the sub-pixel input gradient: same value, input and kernel
-  gradients as XLA's own, at even and odd sizes."""
+  gradients as XLA's own, at even and odd sizes, for S1's 3x3 convs, Balle's 5x5 'SAME'
+  and uneven kernels and paddings."""
   keys = jax.random.split(jax.random.key(len(shape) + shape[1]), 2)
   x = jax.random.normal(keys[0], shape)
-  k = jax.random.normal(keys[1], (3, 3, shape[-1], 7))
-  args = ((2, 2), ((1, 1), (1, 1)))
+  k = jax.random.normal(keys[1], (kernel, kernel, shape[-1], 7))
+  args = ((2, 2), padding)
   dn = ('NHWC', 'HWIO', 'NHWC')
 
   def loss(conv):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_cae.models.layers import ModelOptions, SameConvTranspose
+from flax_cae.models.layers import ModelOptions, SameConvTranspose, conv_subpixel_input_grad
 
 LIKELIHOOD_FLOOR = 1e-9  # no symbol costs more than ~30 bits (keeps log2 finite)
 FILTERS = (3, 3, 3)      # the factorized density's hidden widths (Balle et al. 2018)
@@ -76,8 +76,12 @@ class FactorizedDensity(nn.Module):
 
 
 def _conv(features, opts, name=None):
+  """A stride-2 5x5 conv; its input gradient in sub-pixel form where model.conv_input_grad
+  says so (the CPU's default: layers.conv_subpixel_input_grad)."""
   return nn.Conv(features, (5, 5), strides=(2, 2), padding='SAME', dtype=opts.dtype,
-                 param_dtype=jnp.float32, name=name)
+                 param_dtype=jnp.float32, name=name,
+                 conv_general_dilated=(conv_subpixel_input_grad
+                                       if opts.conv_input_grad == 'subpixel' else None))
 
 
 class BalleAnalysis(nn.Module):

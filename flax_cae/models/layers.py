@@ -78,43 +78,52 @@ CONV_INPUT_GRADS = ('auto', 'subpixel', 'xla')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-def _xla_conv3x3_s2(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
+def _xla_conv_s2(x, kernel, padding):
+  return jax.lax.conv_general_dilated(x, kernel, (2, 2), padding, dimension_numbers=_NHWC)
 
 
-_conv3x3_s2 = jax.custom_vjp(_xla_conv3x3_s2)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_s2(x, kernel, padding):
+  return _xla_conv_s2(x, kernel, padding)
 
 
-def _conv3x3_s2_fwd(x, kernel):
-  return _conv3x3_s2(x, kernel), (x, kernel)
+def _conv_s2_fwd(x, kernel, padding):
+  return _xla_conv_s2(x, kernel, padding), (x, kernel)
 
 
-def _conv3x3_s2_bwd(residuals, dy):
+def _conv_s2_bwd(padding, residuals, dy):
   """Kernel gradient from XLA; input gradient as the stride-2 transposed conv it is, in
   sub-pixel form: XLA convolves a zero-dilated dy instead (4x the multiply-adds)."""
   x, kernel = residuals
-  dk = jax.vjp(lambda k: _xla_conv3x3_s2(x, k), kernel)[1](dy)[0]
-  # dx[2m - 1 + i] += dy[m] k[i]: PyTorch's ConvTranspose2d(padding=1) with this kernel,
-  # which conv_transpose_subpixel computes given it flipped in space, in/out swapped.
-  dx = conv_transpose_subpixel(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-  return dx[:, :x.shape[1], :x.shape[2]], dk
+  dk = jax.vjp(lambda k: _xla_conv_s2(x, k, padding), kernel)[1](dy)[0]
+  # dx[2o + t - before] += dy[o] k[t]: with the kernel flipped in space (in/out swapped)
+  # that is conv_transpose_subpixel's form with pad = size - 1 - before. Zero rows after
+  # dy reach the input rows past 2 * len(dy) that only the kernel's far taps touch.
+  h, w = x.shape[1:3]
+  extra = [max(0, -(-(d - 2 * o) // 2)) for d, o in zip((h, w), dy.shape[1:3])]
+  dy = jnp.pad(dy, ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0)))
+  pads = tuple(k - 1 - p[0] for k, p in zip(kernel.shape[:2], padding))
+  dx = conv_transpose_subpixel(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), pads)
+  return dx[:, :h, :w], dk
 
 
-_conv3x3_s2.defvjp(_conv3x3_s2_fwd, _conv3x3_s2_bwd)
+_conv_s2.defvjp(_conv_s2_fwd, _conv_s2_bwd)
 
 
 def conv_subpixel_input_grad(lhs, rhs, window_strides, padding, lhs_dilation=None,
                              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                              precision=None, preferred_element_type=None):
-  """lax.conv_general_dilated's signature (nn.Conv's `conv_general_dilated`) for a 3x3
-  stride-2 conv with padding 1, NHWC: the same convolution, with _conv3x3_s2_bwd's input
-  gradient."""
+  """lax.conv_general_dilated's signature (nn.Conv's `conv_general_dilated`) for a stride-2
+  conv, NHWC, any kernel size and padding ('SAME', 'VALID' or explicit): the same
+  convolution, with _conv_s2_bwd's input gradient."""
   del dimension_numbers, precision, preferred_element_type  # flax passes NHWC / defaults
-  if (tuple(window_strides) != (2, 2) or tuple(rhs.shape[:2]) != (3, 3) or feature_group_count != 1
-      or isinstance(padding, str) or tuple(tuple(p) for p in padding) != ((1, 1), (1, 1))
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (2, 2), padding)
+  padding = tuple(tuple(int(p) for p in pad) for pad in padding)
+  if (tuple(window_strides) != (2, 2) or feature_group_count != 1
       or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
-    raise ValueError('conv_subpixel_input_grad takes 3x3 stride-2 convs with padding 1.')
-  return _conv3x3_s2(lhs, rhs)
+    raise ValueError('conv_subpixel_input_grad takes stride-2 convs without dilation or groups.')
+  return _conv_s2(lhs, rhs, padding)
 
 
 class _TransposedConvParams(nn.Module):
@@ -140,29 +149,34 @@ def _phase_taps(size: int, pad: int) -> dict[int, dict[int, int]]:
           for p in (0, 1)}
 
 
-def subpixel_kernel(kernel: jax.Array, pad: int = 1) -> jax.Array:
-  """[k, k, Cin, Cout] transposed-conv kernel -> [n, n, Cin, 4 * Cout] stride-1 conv kernel
+def _offsets(size: int, pad: int) -> list[int]:
+  return sorted({a for p in _phase_taps(size, pad).values() for a in p})
+
+
+def subpixel_kernel(kernel: jax.Array, pad: int | tuple[int, int] = 1) -> jax.Array:
+  """[k, k, Cin, Cout] transposed-conv kernel -> [n, n', Cin, 4 * Cout] stride-1 conv kernel
   (n input offsets) whose output channel (2 * ph + pw) * Cout + c is output pixel
-  (2m + ph, 2n + pw)'s c."""
-  taps = _phase_taps(kernel.shape[0], pad)
-  offsets = sorted({a for p in taps.values() for a in p})
+  (2m + ph, 2n + pw)'s c. `pad`: one for rows and columns, or (rows, columns)."""
+  pr, pc = (pad, pad) if isinstance(pad, int) else pad
+  rows, cols = _phase_taps(kernel.shape[0], pr), _phase_taps(kernel.shape[1], pc)
   zero = jnp.zeros_like(kernel[0, 0])
   return jnp.stack([jnp.stack([jnp.concatenate([
-      kernel[taps[ph][a], taps[pw][b]] if a in taps[ph] and b in taps[pw] else zero
-      for ph in (0, 1) for pw in (0, 1)], axis=-1) for b in offsets]) for a in offsets])
+      kernel[rows[ph][a], cols[pw][b]] if a in rows[ph] and b in cols[pw] else zero
+      for ph in (0, 1) for pw in (0, 1)], axis=-1) for b in _offsets(kernel.shape[1], pc)])
+      for a in _offsets(kernel.shape[0], pr)])
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, pad: int = 1) -> jax.Array:
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array,
+                            pad: int | tuple[int, int] = 1) -> jax.Array:
   """Stride-2 transposed conv as one stride-1 conv with 4x the channels, then
   depth-to-space: [B, h, w, Cin] -> [B, 2h, 2w, Cout]. Same function as the zero-dilated
   form, without the multiply-adds on inserted zeros (3x3: 9 taps instead of 36; 5x5: 25
-  instead of 100). pad=1 with a 3x3 kernel is PyTorch's padding=1; pad=(k + 1) // 2 is
-  nn.ConvTranspose(padding='SAME')."""
+  instead of 100). pad=1 with a 3x3 kernel is PyTorch's padding=1; see _phase_taps."""
   bsz, h, w, _ = x.shape
   cout = kernel.shape[-1]
-  offsets = sorted({a for p in _phase_taps(kernel.shape[0], pad).values() for a in p})
-  padding = ((-offsets[0], offsets[-1]),) * 2
-  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel, pad), (1, 1), padding,
+  pr, pc = (pad, pad) if isinstance(pad, int) else pad
+  padding = [(-o[0], o[-1]) for o in (_offsets(kernel.shape[0], pr), _offsets(kernel.shape[1], pc))]
+  z = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel, (pr, pc)), (1, 1), padding,
                                    dimension_numbers=_NHWC)
   z = z.reshape(bsz, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return z.reshape(bsz, 2 * h, 2 * w, cout)
