@@ -153,6 +153,17 @@ def test_conv_transpose_matches_pytorch_definition(formulation):
   np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
+def _outputs_and_grads(layers: dict, v, x):
+  """Each layer's output on x and the gradients of sum(sin(output)) in (v, x), by name."""
+  outs, grads = {}, {}
+  for f, layer in layers.items():
+    def loss(v, x, layer=layer):
+      return jnp.sum(jnp.sin(layer.apply(v, x)))
+    outs[f] = layer.apply(v, x)
+    grads[f] = jax.grad(loss, argnums=(0, 1))(v, x)
+  return outs, grads
+
+
 @pytest.mark.parametrize('stride,size,target', [
     (2, (4, 4), (8, 8)), (2, (4, 4), (7, 7)), (2, (7, 5), (13, 10)), (2, (1, 1), (2, 1)),
     (1, (4, 4), (4, 4)), (1, (5, 3), (5, 3))])
@@ -167,12 +178,7 @@ def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target)
   v = layers['dilated'].init(keys[1], x)
   v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
   assert jax.tree.structure(layers['subpixel'].init(keys[1], x)) == jax.tree.structure(v)
-  outs, grads = {}, {}
-  for f, layer in layers.items():
-    def loss(v, x, layer=layer):
-      return jnp.sum(jnp.sin(layer.apply(v, x)))
-    outs[f] = layer.apply(v, x)
-    grads[f] = jax.grad(loss, argnums=(0, 1))(v, x)
+  outs, grads = _outputs_and_grads(layers, v, x)
   assert outs['subpixel'].shape == (3, *target, 4)
   np.testing.assert_allclose(outs['subpixel'], outs['dilated'], rtol=1e-5, atol=1e-5)
   for a, b in zip(jax.tree.leaves(grads['subpixel']), jax.tree.leaves(grads['dilated'])):
@@ -193,12 +199,7 @@ def test_same_transposed_conv_equals_flax_conv_transpose(kernel_size, size):
   for f in TRANSPOSED_CONVS:
     layers[f] = SameConvTranspose(3, kernel_size, formulation=f)
     assert jax.tree.structure(layers[f].init(keys[1], x)) == jax.tree.structure(v)
-  outs, grads = {}, {}
-  for f, layer in layers.items():
-    def loss(v, x, layer=layer):
-      return jnp.sum(jnp.sin(layer.apply(v, x)))
-    outs[f] = layer.apply(v, x)
-    grads[f] = jax.grad(loss, argnums=(0, 1))(v, x)
+  outs, grads = _outputs_and_grads(layers, v, x)
   assert outs['subpixel'].shape == (2, 2 * size[0], 2 * size[1], 3)
   for f in TRANSPOSED_CONVS:
     np.testing.assert_allclose(outs[f], outs['flax'], rtol=1e-5, atol=1e-5)
