@@ -9,8 +9,8 @@
 #             launch.py on the embedded default (3 epochs): the whole training path
 #             (steps per call, checkpoints, on-device metrics) on this backend
 #   steps     steps per device call 1, 4, 16, 64 (benchmarks/steps_per_call.py)
-#   float32   throughput.py: every model, batch 64 and 256, float32, vs PyTorch eager and
-#             torch.compile on the same device, with a full CIFAR-10-sized epoch
+#   float32   throughput.py: the models with a PyTorch copy, batch 64 and 256, float32, vs
+#             PyTorch eager and torch.compile on the same device, with a CIFAR-10-sized epoch
 #   bfloat16  throughput.py: bfloat16 compute, flax-cae alone (the papers train in float32)
 #   levers    throughput.py --variants: XLA's dilated transposed conv and the sub-pixel conv
 #             input gradient against the defaults (same function, other formulation)
@@ -53,6 +53,7 @@ if ! imports; then
 fi
 
 if [ "${SIZE:-full}" = tiny ]; then
+  F32=()
   TP=(--models=base_cae --batch_sizes=8 --steps=2 --rounds=2 --n=64 --image=16,16,1
       --epoch_images=64)
   SPC=(--model=base_cae --batch=8 --steps=2 --ks=1,2 --image=16,16,1 --n=64)
@@ -69,6 +70,9 @@ if [ "${SIZE:-full}" = tiny ]; then
 else
   # 160 steps a round: ten 16-step calls on a GPU, long enough to time.
   TP=(--batch_sizes=64,256 --steps=160 --rounds=5 --epoch_images=50000)
+  # The models PyTorch has a copy of: torch.compile makes each row ~40 s on an H200 (all 22
+  # rows ran past 5 minutes, 2026-12-04); bfloat16 times every model, flax-cae alone.
+  F32=(--models=base_cae,cae,improved_cae,improved_cae+skips)
   SPC=(--ks=1,4,16,64 --steps=256 --n=16384)
   EPOCHS=3
   TESTS=(tests/test_models.py tests/test_losses_metrics_optim.py)
@@ -84,12 +88,28 @@ else
 fi
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
+finish() {  # summary.md and results.tgz from what the stages left in $R
+  [ -z "$STAGE" ] || echo "=== $STAGE: stopped before it ended (a time limit?)" >> "$R/status.txt"
+  { cat "$R/status.txt"; for f in "$R"/*.md; do [ -e "$f" ] && { echo; cat "$f"; }; done
+    sed -n '/^| data |/,$p' "$R/steps.log" 2>/dev/null; } > "$OUT/summary.md"
+  tar czf "$OUT/results.tgz" -C "$R" .
+}
+# A run stopped by a time limit (timeout, the lent machine's call limit) still leaves the
+# tables its stages wrote so far (throughput.py rewrites its files after every row).
+# SIGPIPE ignored: run.log's tee dies with the run, and writing to it must not end finish.
+STAGE=
+trap '' PIPE
+trap finish EXIT
+trap 'exit 143' TERM INT
+
 stage() {  # name, command...: runs it, logs it, reports its status
   local name=$1; shift
   echo "=== $name: $*"
   local t0=$SECONDS
+  STAGE=$name
   "$@" 2>&1 | tee "$R/$name.log"
   local rc=${PIPESTATUS[0]}
+  STAGE=
   echo "=== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$R/status.txt"
 }
 
@@ -110,7 +130,7 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
       cp "$R"/default_run/results.md "$R"/default_run/reconstructions/*.png "$R"/ 2>/dev/null
       rm -rf "$R/default_run" ;;
     steps) stage steps "$PY" benchmarks/steps_per_call.py "${SPC[@]}" --json="$R/steps_per_call.json" ;;
-    float32) stage float32 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
+    float32) stage float32 "$PY" benchmarks/throughput.py "${TP[@]}" "${F32[@]}" --dtypes=float32 \
                --torch=eager,compile --out="$R/${BACKEND}_float32" ;;
     bfloat16) stage bfloat16 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=bfloat16 \
                 --torch=none --out="$R/${BACKEND}_bfloat16" ;;
@@ -145,9 +165,8 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
   esac
 done
 
+finish
+trap - EXIT
 # The tables last: what a reply that keeps only the end of the output shows.
-{ cat "$R/status.txt"; for f in "$R"/*.md; do [ -e "$f" ] && { echo; cat "$f"; }; done
-  sed -n '/^| data |/,$p' "$R/steps.log" 2>/dev/null; } > "$OUT/summary.md"
-tar czf "$OUT/results.tgz" -C "$R" .
 echo; cat "$OUT/summary.md"
 ! grep -q 'exit [1-9]' "$R/status.txt"

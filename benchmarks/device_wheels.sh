@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 grep -qxF '/.whl/' .gitignore || { echo ".whl/ must stay ignored (.gitignore)" >&2; exit 1; }
 WHEELS=(
   tensorflow-datasets==4.9.10 array-record==0.8.6 dm-pix==0.4.5 ml-collections==1.1.0
-  tensorboardX==2.6.5
+  tensorboardX==2.6.5 constriction==0.5.0  # launch.py imports the range coder (studies)
   # tensorflow-datasets' own needs that the image lacks
   dm-tree==0.1.10 immutabledict==4.3.1 simple-parsing==0.1.9 docstring-parser==0.18.0
   tensorflow-metadata==1.21.0 googleapis-common-protos==1.76.0 termcolor==3.3.0 toml==0.10.2

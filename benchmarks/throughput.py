@@ -227,7 +227,9 @@ def header(torch_version):
           f'{datetime.date.today()}, commit {commit()}, host memory: {HOST_MEMORY}')
 
 
-def run_table(args):
+def run_table(args, emit):
+  """Times every model; emit(title, rows, table) after each row, so a run cut short keeps
+  the rows it finished (a lent GPU's call has a time limit)."""
   shape = tuple(int(v) for v in args.image.split(','))
   # The flax side keeps the whole (epoch-sized) set on the device; PyTorch gets its first n.
   images = np.random.default_rng(0).integers(0, 256, (args.epoch_images or args.n, *shape),
@@ -242,6 +244,7 @@ def run_table(args):
       print('PyTorch is not installed (pip install -e ".[bench]"): flax-cae only.')
       torch_modes = []
   wanted = set(args.models.split(',')) if args.models else None
+  title = header(torch_version)
   rows, torch_timers = [], {}
   for label, name, skips in variants():
     if wanted and label not in wanted and name not in wanted:
@@ -278,11 +281,16 @@ def run_table(args):
           rows.append(row)
           print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                             for k, v in row.items()}), flush=True)
-  title = header(torch_version)
+          emit(title, rows, table(rows, title, args.epoch_images, torch_modes))
+  return title, rows, table(rows, title, args.epoch_images, torch_modes)
+
+
+def table(rows, title, epoch_images, torch_modes):
+  """The Markdown table of run_table's rows."""
   cols = ['model', 'batch', 'dtype', 'variant', 'train_ips', 'eval_ips', 'compile_s',
           'epoch_s', 'tflops', 'peak_fraction']
   names = ['model', 'batch', 'dtype', 'variant', 'train img/s', 'eval img/s',
-           'compile s', f'epoch s ({args.epoch_images:,} img)' if args.epoch_images else 'epoch s',
+           'compile s', f'epoch s ({epoch_images:,} img)' if epoch_images else 'epoch s',
            'TFLOP/s', 'of peak']
   for m in torch_modes:
     cols += [f'torch_{m}_ips', f'vs_torch_{m}']
@@ -300,7 +308,7 @@ def run_table(args):
     lines.append('Same function: ' + '; '.join(sorted({
         f"{r['model']} {r['params']:,} parameters on both sides, outputs within "
         f"{r['same_function_max_diff']:.0e}" for r in rows if 'params' in r})) + '.')
-  return title, rows, '\n'.join(lines)
+  return '\n'.join(lines)
 
 
 def run_scaling(args):
@@ -358,18 +366,22 @@ def main():
   args = parser.parse_args()
   global HOST_MEMORY
   HOST_MEMORY = host_memory.configure(args.cpu_malloc)
-  title, rows, table = run_scaling(args) if args.scaling else run_table(args)
-  print('\n' + table)
-  if args.out:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.md').write_text(table + '\n')
-    out.with_suffix('.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
-    with open(out.with_suffix('.csv'), 'w', newline='') as f:
-      flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
-      w = csv.DictWriter(f, fieldnames=sorted({k for r in flat for k in r}))
-      w.writeheader()
-      w.writerows(flat)
+
+  def write(title, rows, text):
+    if args.out:
+      out = Path(args.out)
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.with_suffix('.md').write_text(text + '\n')
+      out.with_suffix('.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
+      with open(out.with_suffix('.csv'), 'w', newline='') as f:
+        flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+        w = csv.DictWriter(f, fieldnames=sorted({k for r in flat for k in r}))
+        w.writeheader()
+        w.writerows(flat)
+
+  title, rows, text = run_scaling(args) if args.scaling else run_table(args, write)
+  print('\n' + text)
+  write(title, rows, text)
 
 
 if __name__ == '__main__':
