@@ -20,6 +20,9 @@
 #             PCA at the same floats beside each) on the CIFAR-10 JPEGs: $CIFAR_JPEGS, else
 #             shared/data/ or ../shared/data/cifar10-jpeg-train.tar.gz; 40,000 train / 5,000
 #             validation / 5,000 test; BEST_EPOCHS (default: the config's 60)
+#   capacity  issue 14's next step: configs/studies/best_capacity.py (the recipe against residual
+#             blocks at the low-resolution stages, and with width, at 256 and 64 floats, PCA
+#             beside each) on the same images and split; BEST_EPOCHS as for best
 #   rd        issue 18: configs/studies/rate_distortion.py on the same images (the 256- and
 #             64-float codes range-coded, Balle 2017 at four lambdas, PCA, JPEG and WebP):
 #             rate_distortion.md/.csv/.png; BEST_EPOCHS shortens every member
@@ -140,27 +143,28 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
     members) stage members "$PY" benchmarks/members.py "${MEM[@]}" --out="$R/${BACKEND}_members" ;;
-    best|rd)
+    best|capacity|rd)
       jpegs=${CIFAR_JPEGS:-}
       for f in shared/data/cifar10-jpeg-train.tar.gz ../shared/data/cifar10-jpeg-train.tar.gz; do
         [ -n "$jpegs" ] || { [ -f "$f" ] && jpegs=$f; }
       done
       mkdir -p "$R/cifar" && tar xzf "${jpegs:-no CIFAR-10 JPEG tarball: set CIFAR_JPEGS}" \
         -C "$R/cifar" --wildcards "${BEST_FILES[@]:-train/*}"
-      study=$([ "$s" = best ] && echo best_codes || echo rate_distortion)
+      case $s in best) study=best_codes ;; capacity) study=best_capacity ;;
+                 rd) study=rate_distortion ;; esac
       extra=()
       [ "$s" = rd ] && extra=("${RD[@]}")
       stage "$s" "$PY" launch.py --config=configs/studies/$study.py --workdir="$R/$s" \
         --config.data.name=image_folder --config.data.source_dir="$R/cifar/train" \
         --config.data.data_dir="$R/tfds" --config.data.download=False \
         --config.data.image_size="(32, 32)" --config.data.channels=3 "${BEST[@]}" "${extra[@]}"
-      # The stage's name first: both stages write study.md, and rd's rate_distortion.md too.
+      # The stage's name first: each stage writes study.md, and rd's rate_distortion.md too.
       for f in "$R/$s/"*.png "$R/$s/study.md" "$R/$s/study.csv" "$R/$s/rate_distortion.md" \
                "$R/$s/rate_distortion.csv"; do
         [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"
       done
       rm -rf "$R/cifar" "$R/tfds" "$R/$s/members/"*/checkpoints "$R/$s/groups" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best rd)" \
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best capacity rd)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
       rate=8,                   # rate_cae: how many times height and width shrink (2 | 4 | 8 | 16)
       beta=1.0,                 # conv_vae: loss = reconstruction (summed over pixels) + beta * KL
       blocks=1,                 # res_cae: residual blocks per stage
+      stage_blocks=(),          # res_cae: blocks per stage, e.g. (0, 1, 2); () = blocks at each
   ))
 
   c.loss = ml_collections.ConfigDict(dict(

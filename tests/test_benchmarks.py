@@ -100,13 +100,13 @@ def test_device_run_script_runs_every_stage(tmp_path):
   out = tmp_path / 'out'
   proc = subprocess.run(
       ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
-       'best', 'rd', 'nope'],
+       'best', 'capacity', 'rd', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
   for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members',
-                'best', 'rd'):
+                'best', 'capacity', 'rd'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -126,6 +126,11 @@ def test_device_run_script_runs_every_stage(tmp_path):
   # Issue 14's study: both codes, each beside PCA at its floats, on 100 real photos.
   assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
   assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
+  assert 'capacity_study.md' in names  # issue 14's next step, every member beside PCA
+  capacity = tar_text(out / 'results.tgz', './capacity_study.md')
+  for row in ('| best256_deep |', '| best256_wide_deep |', '| best64_deep |',
+              '| PCA (256 floats) |', '| PCA (64 floats) |'):
+    assert row in capacity, capacity
   # Issue 18's study: the code and a Balle member in bytes beside PCA, JPEG and WebP.
   assert {'rd_rate_distortion.md', 'rd_rate_distortion.csv', 'rd_rate_distortion.png',
           'rd_study.md', 'best_study.md'} <= names
@@ -133,3 +138,23 @@ def test_device_run_script_runs_every_stage(tmp_path):
   for row in ('| best256 | step 1 std |', '| balle2017 | lambda 0.01 |',
               '| PCA (256 floats) | step 1 std |', '| JPEG | quality 10 |', '| WebP | quality 50 |'):
     assert row in rd_table, rd_table
+
+
+def test_device_run_stopped_by_a_time_limit_still_leaves_its_summary(tmp_path):
+  """A lent GPU's call has a time limit: device_run.sh stopped by one (here `timeout`, as
+  on that machine) still writes summary.md, naming the stage it stopped, and results.tgz."""
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      ['timeout', '10', 'bash', 'benchmarks/device_run.sh', 'env', 'steps', 'float32', 'levers'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
+  assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]
+  summary = (out / 'summary.md').read_text()
+  assert ': stopped before it ended (a time limit?)' in summary, summary
+  assert (out / 'results.tgz').stat().st_size > 0
+
+
+def tar_text(path, name):
+  import tarfile  # pylint: disable=g-import-not-at-top
+  with tarfile.open(path) as tar:
+    return tar.extractfile(name).read().decode()

@@ -52,6 +52,9 @@ BAD_FLAGS = [
      'model.widths for rate_cae needs 3 entries'),
     (['--config.model.name=res_cae', '--config.model.blocks=-1'],
      'model.blocks must be an integer >= 0 (residual blocks per stage), got -1'),
+    (['--config.model.name=res_cae', '--config.model.stage_blocks=(1, 2)'],
+     'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 per '
+     'stage of model.widths=(32, 64, 128), got (1, 2)'),
     (['--config.model.name=res_cae', '--config.model.latent_dim=30'],
      "model.latent_dim=30 is not a whole number of channels on res_cae's 7x7 code"),
     (['--config.model.norm=layer'], 'valid norm names are: batch, group'),

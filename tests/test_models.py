@@ -324,9 +324,28 @@ def test_res_cae_code_is_a_spatial_latent_of_latent_dim_floats(widths, latent, c
   assert models.bottleneck(model)['floats'] == latent
   assert model.apply(variables, code, method='decode').shape == x.shape
   # Two residual blocks per stage, encoder and decoder: 2 convs each.
-  convs = [p for p in jax.tree_util.tree_leaves_with_path(variables['params'])
-           if 'ResBlock' in jax.tree_util.keystr(p[0]) and p[0][-1].key == 'kernel']
-  assert len(convs) == 2 * len(widths) * 2 * 2
+  assert res_block_convs(variables) == 2 * len(widths) * 2 * 2
+
+
+def res_block_convs(variables):
+  return len([p for p in jax.tree_util.tree_leaves_with_path(variables['params'])
+              if 'ResBlock' in jax.tree_util.keystr(p[0]) and p[0][-1].key == 'kernel'])
+
+
+def test_res_cae_stage_blocks_put_residual_blocks_at_the_stages_named():
+  """model.stage_blocks=(0, 1, 2): no block at 32x32, one at 16x16, two at 8x8 (where depth
+  is cheap); the code is unchanged."""
+  shape = (32, 32, 3)
+  x = jax.random.uniform(jax.random.key(0), (2, *shape))
+  model = models.build_model(cfg(name='res_cae', widths=(8, 16, 16), latent_dim=256,
+                                 stage_blocks=(0, 1, 2), blocks=5), shape)
+  variables = model.init({'params': jax.random.key(1)}, x)
+  assert res_block_convs(variables) == (0 + 1 + 2) * 2 * 2  # stage_blocks wins over blocks
+  kernels = {jax.tree_util.keystr(p): v.shape for p, v in
+             jax.tree_util.tree_leaves_with_path(variables['params'])
+             if 'ResBlock' in jax.tree_util.keystr(p) and p[-1].key == 'kernel'}
+  assert {k[-2:] for k in kernels.values()} == {(16, 16)}  # only the 16-channel stages
+  assert model.apply(variables, x, method='encode')['latent'].shape == (2, 8, 8, 4)
 
 
 def test_group_norm_keeps_no_statistics_and_treats_each_image_alone():

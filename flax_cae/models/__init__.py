@@ -153,6 +153,12 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
     raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
                       f'got {blocks!r}.')
+  stage_blocks = tuple(config.get('stage_blocks', ()))
+  if stage_blocks and (len(stage_blocks) != len(widths) or any(
+      isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in stage_blocks)):
+    raise ConfigError(
+        f'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 '
+        f'per stage of model.widths={tuple(widths)}, got {stage_blocks!r}.')
   if not 0.0 <= config.get('dropout_rate', 0.0) < 1.0:
     raise ConfigError(f'model.dropout_rate must be in [0, 1), got {config.dropout_rate}.')
   opts = ModelOptions(
@@ -173,7 +179,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
       rate=rate if config.name == 'rate_cae' else 0,
       num_classes=num_classes if config.name in CLASSIFIERS else 0,
       init=spec.init,
-      blocks=blocks,
+      blocks=stage_blocks or (blocks,) * len(widths),
   )
   opts.act  # fails early, with the valid names, on an unknown activation
   if config.name == 'res_cae':

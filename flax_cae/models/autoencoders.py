@@ -210,8 +210,8 @@ def res_code_channels(opts: ModelOptions) -> tuple[int, int, int]:
 
 
 class ResCAEEncoder(nn.Module):
-  """A conv stem, then per stage (widths) a stride-2 conv (not the first) and `blocks`
-  residual blocks; a 1x1 conv to a spatial code of latent_dim floats (H x W x C). The
+  """A conv stem, then per stage (widths) a stride-2 conv (not the first) and that stage's
+  `blocks` residual blocks; a 1x1 conv to a spatial code of latent_dim floats (H x W x C). The
   code is the only thing the decoder gets (no dense layer, no skips across it)."""
   opts: ModelOptions
 
@@ -222,7 +222,7 @@ class ResCAEEncoder(nn.Module):
     for i, w in enumerate(o.widths):
       if i:
         x = _conv(w, 2, o)(norm_act_dropout(x, o, train))
-      for _ in range(o.blocks):
+      for _ in range(o.blocks[i]):
         x = ResBlock(o)(x, train)
     c = res_code_channels(o)[2]
     code = nn.Conv(c, (1, 1), dtype=o.dtype, param_dtype=jnp.float32)(
@@ -231,7 +231,7 @@ class ResCAEEncoder(nn.Module):
 
 
 class ResCAEDecoder(nn.Module):
-  """The encoder's mirror: a conv from the code, per stage `blocks` residual blocks and a
+  """The encoder's mirror: a conv from the code, per stage its `blocks` residual blocks and a
   stride-2 transposed conv (not the last), a conv to the image's channels."""
   opts: ModelOptions
 
@@ -242,7 +242,7 @@ class ResCAEDecoder(nn.Module):
     sizes = _stage_sizes(o, [2] * (n - 1))
     x = _conv(o.widths[-1], 1, o)(code['latent'])
     for i in reversed(range(n)):
-      for _ in range(o.blocks):
+      for _ in range(o.blocks[i]):
         x = ResBlock(o)(x, train)
       if i:
         x = ConvTranspose(o.widths[i - 1], 2, sizes[i - 1], o.dtype, o.transposed_conv)(

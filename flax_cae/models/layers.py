@@ -47,7 +47,7 @@ class ModelOptions:
   rate: int = 0  # rate_cae: S2's compression rate (how much height and width shrink)
   init: str = 'lecun'  # conv kernels: 'lecun' (Flax's default) | 'he' (S4's deep ReLU stacks)
   num_classes: int = 0  # classifiers: the data set's number of classes
-  blocks: int = 1  # res_cae: residual blocks per stage
+  blocks: tuple[int, ...] = ()  # res_cae: residual blocks at each stage of widths
 
   @property
   def kernel_init(self):

@@ -1,0 +1,30 @@
+"""Every study config in configs/studies plans: its members' configs are valid and their
+models build (study.plan checks this before anything is read or trained), so a config that
+only a lent GPU will run (best_capacity) cannot arrive there broken."""
+
+import importlib
+import pathlib
+
+import pytest
+
+from flax_cae import study
+
+STUDIES = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / 'configs' / 'studies')
+                 .glob('*.py') if p.stem not in ('__init__', 'common'))
+
+
+@pytest.mark.parametrize('name', STUDIES)
+def test_study_config_plans(name):
+  config = importlib.import_module(f'configs.studies.{name}').get_config()
+  _, settings, members = study.plan(config)
+  assert [m for m, _ in members] == settings.only.split(',')  # every member, table order
+
+
+def test_best_capacity_members_differ_from_the_recipe_only_in_their_model():
+  config = importlib.import_module('configs.studies.best_capacity').get_config()
+  _, _, members = study.plan(config)
+  recipe = dict(members)['best256'][0]
+  for name, (c,) in members:
+    assert c.optimizer == recipe.optimizer and c.num_epochs == recipe.num_epochs == 60, name
+    assert c.model.latent_dim == (64 if name.startswith('best64') else 256), name
+  assert dict(members)['best256_deep'][0].model.stage_blocks == (0, 1, 2)
