@@ -93,6 +93,11 @@ def autoencoder_names() -> list[str]:
   return [n for n in model_names() if n not in CLASSIFIERS]
 
 
+def _is_count(value) -> bool:
+  """An integer >= 0 (a bool is not one), as model.blocks and model.stage_blocks need."""
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   """Builds the model named `config.name` for inputs of `image_shape` (H, W, C).
 
@@ -150,12 +155,12 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   if norm not in NORMS:
     raise unknown_name('norm', norm, NORMS)
   blocks = config.get('blocks', 1)
-  if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+  if not _is_count(blocks):
     raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
                       f'got {blocks!r}.')
   stage_blocks = tuple(config.get('stage_blocks', ()))
-  if stage_blocks and (len(stage_blocks) != len(widths) or any(
-      isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in stage_blocks)):
+  if stage_blocks and (len(stage_blocks) != len(widths)
+                       or not all(map(_is_count, stage_blocks))):
     raise ConfigError(
         f'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 '
         f'per stage of model.widths={tuple(widths)}, got {stage_blocks!r}.')
