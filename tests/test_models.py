@@ -348,6 +348,17 @@ def test_res_cae_stage_blocks_put_residual_blocks_at_the_stages_named():
   assert model.apply(variables, x, method='encode')['latent'].shape == (2, 8, 8, 4)
 
 
+def test_models_without_stages_of_blocks_ignore_stage_blocks():
+  """cifar10_best256 sets stage_blocks=(0, 0, 1); --config.model.name=cae on that config
+  builds a CAE (which has no residual blocks), as model.blocks is ignored there too."""
+  from configs import cifar10_best256  # pylint: disable=g-import-not-at-top
+  config = cifar10_best256.get_config()
+  config.model.name, config.model.widths = 'cae', ()
+  model = models.build_model(config.model, (32, 32, 3))
+  variables = model.init({'params': jax.random.key(1)}, jnp.zeros((1, 32, 32, 3)))
+  assert res_block_convs(variables) == 0
+
+
 def test_group_norm_keeps_no_statistics_and_treats_each_image_alone():
   """model.norm=group (issue 14's lever): GroupNorm where batch_norm puts BatchNorm; it keeps
   no running statistics, so in training an image's output does not depend on its batch."""

@@ -27,4 +27,17 @@ def test_best_capacity_members_differ_from_the_recipe_only_in_their_model():
   for name, (c,) in members:
     assert c.optimizer == recipe.optimizer and c.num_epochs == recipe.num_epochs == 60, name
     assert c.model.latent_dim == (64 if name.startswith('best64') else 256), name
+  assert recipe.model.stage_blocks == (0, 0, 1)  # the recipe: one residual block at 8x8
+  assert dict(members)['best64'][0].model.stage_blocks == (0, 0, 1, 0)
+  assert dict(members)['best256_no_blocks'][0].model.stage_blocks == (0, 0, 0)
   assert dict(members)['best256_deep'][0].model.stage_blocks == (0, 1, 2)
+
+
+def test_best_levers_res_blocks_member_is_not_the_recipe():
+  """The recipe sets stage_blocks, which wins over model.blocks: the levers must set
+  stage_blocks to differ from it."""
+  config = importlib.import_module('configs.studies.best_levers').get_config()
+  _, _, members = study.plan(config)
+  blocks = {name: c.model.stage_blocks for name, (c,) in members}
+  assert blocks['best256'] == (0, 0, 1)
+  assert blocks['no_blocks'] == (0, 0, 0) and blocks['res_blocks'] == (1, 1, 1)

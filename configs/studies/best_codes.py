@@ -11,11 +11,12 @@ On the CIFAR-10 JPEGs of ../shared/data (no official test split here), as the RE
 """
 
 from configs import cifar10_best256
+from configs import cifar10_best64
 from configs.studies.common import study_config
 
 
 def get_config():
   return study_config(cifar10_best256.get_config(), 'best_codes', {
       'best256': {},
-      'best64': {'model': {'latent_dim': 64, 'widths': (32, 64, 128, 128)}},
+      'best64': {'model': cifar10_best64.MODEL},
   })

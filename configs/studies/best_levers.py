@@ -15,7 +15,8 @@ from configs.studies.common import study_config
 def get_config():
   return study_config(cifar10_best256.get_config(), 'best_levers', {
       'best256': {},
-      'res_blocks': {'model': {'blocks': 1}},
+      'no_blocks': {'model': {'stage_blocks': (0, 0, 0)}},
+      'res_blocks': {'model': {'stage_blocks': (1, 1, 1)}},
       'wider': {'model': {'widths': (48, 96, 192)}},
       'half_width': {'model': {'widths': (16, 32, 64)}},
       'silu': {'model': {'activation': 'silu'}},

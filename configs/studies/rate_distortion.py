@@ -13,6 +13,7 @@ validation loss (rate + lambda x distortion), the autoencoders the best validati
 """
 
 from configs import cifar10_best256
+from configs import cifar10_best64
 from configs.studies.common import study_config
 
 LAMBDAS = (0.0025, 0.01, 0.04, 0.16)
@@ -31,7 +32,7 @@ def balle(lam):
 def get_config():
   members = {
       'best256': {},
-      'best64': {'model': {'latent_dim': 64, 'widths': (32, 64, 128, 128)}},
+      'best64': {'model': cifar10_best64.MODEL},
       **{f'balle2017_lambda{lam:g}'.replace('.', 'p'): balle(lam) for lam in LAMBDAS},
   }
   return study_config(cifar10_best256.get_config(), 'rate_distortion', members,

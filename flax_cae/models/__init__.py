@@ -159,8 +159,10 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
     raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
                       f'got {blocks!r}.')
   stage_blocks = tuple(config.get('stage_blocks', ()))
-  if stage_blocks and (len(stage_blocks) != len(widths)
-                       or not all(map(_is_count, stage_blocks))):
+  # Only res_cae has stages of blocks; other models ignore it, as they ignore model.blocks
+  # (so --config.model.name=cae works on cifar10_best256's config).
+  if config.name == 'res_cae' and stage_blocks and (
+      len(stage_blocks) != len(widths) or not all(map(_is_count, stage_blocks))):
     raise ConfigError(
         f'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 '
         f'per stage of model.widths={tuple(widths)}, got {stage_blocks!r}.')
