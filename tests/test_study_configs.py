@@ -31,6 +31,8 @@ def test_best_capacity_members_differ_from_the_recipe_only_in_their_model():
   assert dict(members)['best64'][0].model.stage_blocks == (0, 0, 1, 0)
   assert dict(members)['best256_no_blocks'][0].model.stage_blocks == (0, 0, 0)
   assert dict(members)['best256_deep'][0].model.stage_blocks == (0, 1, 2)
+  code8 = dict(members)['best64_code8x8'][0].model
+  assert code8.widths == (32, 64, 128) and code8.stage_blocks == (0, 0, 1)  # an 8x8x1 code
 
 
 def test_best_levers_res_blocks_member_is_not_the_recipe():
