@@ -12,7 +12,7 @@ import contextlib
 import jax
 
 # Stream ids: fixed forever (changing one changes every run's numbers).
-STREAMS = {'init': 0, 'data_order': 1, 'dropout': 2, 'noise': 3, 'sample': 4}
+STREAMS = {'init': 0, 'data_order': 1, 'dropout': 2, 'noise': 3, 'sample': 4, 'augment': 5}
 
 
 def key(seed, stream: str, index=0) -> jax.Array:

@@ -188,6 +188,8 @@ class Trainer:
     # Dropout noise is a function of (seed, step): exact after a resume.
     rng = streams.key(numbers['seed'], 'dropout', state.step)
     keys = noise_lib.train_keys(numbers['seed'], state.step, batch[0].shape[0])
+    batch = (augment(self.config.get('augment', 'none'), batch[0], numbers['seed'], state.step),
+             *batch[1:])
     inputs, targets = self.task.pair(*batch, keys)
     weights = {k: numbers[k] for k in self.task.default_weights}
 
@@ -359,6 +361,18 @@ class Trainer:
 SECTIONS = ('data', 'model', 'loss', 'optimizer', 'early_stopping')
 
 
+AUGMENTS = ('none', 'flip')
+
+
+def augment(name: str, images: jax.Array, seed, step) -> jax.Array:
+  """Training images [B, H, W, C] as the step sees them: with 'flip', each mirrored left-right
+  with probability 1/2, drawn from (seed, step) so a resume draws the same flips."""
+  if name == 'none':
+    return images
+  flip = jax.random.bernoulli(streams.key(seed, 'augment', step), 0.5, images.shape[:1])
+  return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
 def validate(config, n_devices: int):
   for section in SECTIONS:
     if not isinstance(config.get(section), ml_collections.ConfigDict):
@@ -400,6 +414,8 @@ def validate(config, n_devices: int):
   if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
     raise ConfigError(f'ema_decay must be a number in [0, 1) (0 = off, e.g. 0.999: evaluate an '
                       f'average of the parameters over about 1,000 steps), got {ema!r}.')
+  if config.get('augment', 'none') not in AUGMENTS:
+    raise errors.unknown_name('augment', config.get('augment'), AUGMENTS)
   beta = config.model.get('beta', 1.0)
   if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
     raise ConfigError(f'model.beta must be a number >= 0 (the weight of the KL term), got {beta!r}.')
@@ -595,7 +611,7 @@ def flat_config(config) -> dict:
 # Config fields added after runs were written, with the value every run before them had:
 # a resume of such a run compares against it (so turning one on is refused, not merged).
 ADDED_FIELDS = {'model.blocks': 1, 'model.norm': 'batch', 'ema_decay': 0.0,
-                'loss.rd_lambda': 0.01, 'model.stage_blocks': []}
+                'loss.rd_lambda': 0.01, 'model.stage_blocks': [], 'augment': 'none'}
 
 
 def config_diff(saved: dict, now: dict, ignore=()) -> dict:

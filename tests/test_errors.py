@@ -59,6 +59,7 @@ BAD_FLAGS = [
      "model.latent_dim=30 is not a whole number of channels on res_cae's 7x7 code"),
     (['--config.model.norm=layer'], 'valid norm names are: batch, group'),
     (['--config.ema_decay=1.0'], 'ema_decay must be a number in [0, 1) (0 = off'),
+    (['--config.augment=mirror'], "Unknown augment 'mirror'; valid augment names are: flip, none"),
     (['--config.model.name=balle2017', '--config.loss.rd_lambda=0'],
      'loss.rd_lambda must be a number > 0 (the weight of distortion against rate'),
     (['--config.model.name=lenet5'],  # the default config watches PSNR, which a classifier lacks

@@ -20,7 +20,7 @@ def test_study_config_plans(name):
   assert [m for m, _ in members] == settings.only.split(',')  # every member, table order
 
 
-def test_best_capacity_members_differ_from_the_recipe_only_in_their_model():
+def test_best_capacity_members_train_on_the_recipe_schedule():
   config = importlib.import_module('configs.studies.best_capacity').get_config()
   _, _, members = study.plan(config)
   recipe = dict(members)['best256'][0]
@@ -33,6 +33,7 @@ def test_best_capacity_members_differ_from_the_recipe_only_in_their_model():
   assert dict(members)['best256_deep'][0].model.stage_blocks == (0, 1, 2)
   code8 = dict(members)['best64_code8x8'][0].model
   assert code8.widths == (32, 64, 128) and code8.stage_blocks == (0, 0, 1)  # an 8x8x1 code
+  assert dict(members)['best64_flip'][0].augment == 'flip' and recipe.augment == 'none'
 
 
 def test_best_levers_res_blocks_member_is_not_the_recipe():

@@ -226,3 +226,32 @@ def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
   s = off.init_state()
   # Off, the state is TrainState itself, so checkpoints written before ema_decay still read.
   assert type(s) is train.TrainState and off.eval_variables(s)['params'] is s.params
+
+
+def test_flip_mirrors_about_half_the_training_images_the_same_way_after_a_resume(data_dir):
+  """augment='flip': each training image is itself or its left-right mirror, about half of
+  them mirrored, drawn from (seed, step) only; the training step sees the augmented batch."""
+  images = np.asarray(jax.random.randint(jax.random.key(0), (256, 8, 8, 3), 0, 256), np.uint8)
+  out = np.asarray(train.augment('flip', images, 0, 3))
+  np.testing.assert_array_equal(out, train.augment('flip', images, 0, 3))  # same draw on a resume
+  mirrored = np.array([np.array_equal(o, x[:, ::-1]) for o, x in zip(out, images)])
+  kept = np.array([np.array_equal(o, x) for o, x in zip(out, images)])
+  assert np.all(mirrored ^ kept)  # each image is one or the other, never anything else
+  assert 90 < mirrored.sum() < 166, mirrored.sum()  # 256 draws with p=1/2: 128 +- 38 (4.7 sd)
+  assert not np.array_equal(out, train.augment('flip', images, 0, 4))  # a fresh draw each step
+  assert train.augment('none', images, 0, 3) is images
+
+  def one_step(augment, batch_images):
+    config = tiny_config(data_dir, augment=augment)
+    config.model.update(name='fc_ae', widths=(), hidden_dim=16, latent_dim=4)
+    trainer = train.Trainer(config, models.build_model(config.model, (16, 16, 1)),
+                            pipeline.make_mesh(), steps_per_epoch=4)
+    batch = (batch_images, np.zeros(len(batch_images), np.int32))
+    return trainer._train_step(trainer.init_state(), batch, trainer._numbers())[0].params
+
+  half = np.asarray(jax.random.randint(jax.random.key(1), (8, 16, 8, 1), 0, 256), np.uint8)
+  symmetric = np.concatenate([half, half[:, :, ::-1]], axis=2)  # its own mirror
+  assert_trees_close(one_step('flip', symmetric), one_step('none', symmetric))
+  asymmetric = np.concatenate([half, 255 - half], axis=2)
+  flip, none = jax.tree.leaves(one_step('flip', asymmetric)), jax.tree.leaves(one_step('none', asymmetric))
+  assert any(not np.allclose(a, b) for a, b in zip(flip, none))

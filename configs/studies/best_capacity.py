@@ -32,4 +32,7 @@ def get_config():
       # 64 floats as an 8x8x1 code after the 256-float recipe's three stages, instead of a
       # fourth stage down to 4x4x4: finer grid, fewer channels.
       'best64_code8x8': {'model': {'latent_dim': 64}},
+      # The recipe at 64 floats peaked at epoch 25 of 60 on validation and then fell (README):
+      # random left-right flips against that over-fitting.
+      'best64_flip': {'model': BEST64, 'augment': 'flip'},
   }, train_together='no')

@@ -29,5 +29,6 @@ def get_config():
       'l1': {'loss': {'name': 'l1'}},
       'mse_ssim': {'loss': {'name': 'mse+ssim'}},
       'ema': {'ema_decay': 0.999},
+      'flip': {'augment': 'flip'},
       'bfloat16': {'model': {'dtype': 'bfloat16'}},
   }, train_together='no')
