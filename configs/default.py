@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
       beta=1.0,                 # conv_vae: loss = reconstruction (summed over pixels) + beta * KL
       blocks=1,                 # res_cae: residual blocks per stage
       stage_blocks=(),          # res_cae: blocks per stage, e.g. (0, 1, 2); () = blocks at each
+      code='spatial',           # res_cae: spatial (1x1 conv to H x W x C) | dense (one vector)
   ))
 
   c.loss = ml_collections.ConfigDict(dict(

@@ -611,7 +611,8 @@ def flat_config(config) -> dict:
 # Config fields added after runs were written, with the value every run before them had:
 # a resume of such a run compares against it (so turning one on is refused, not merged).
 ADDED_FIELDS = {'model.blocks': 1, 'model.norm': 'batch', 'ema_decay': 0.0,
-                'loss.rd_lambda': 0.01, 'model.stage_blocks': [], 'augment': 'none'}
+                'loss.rd_lambda': 0.01, 'model.stage_blocks': [], 'augment': 'none',
+                'model.code': 'spatial'}
 
 
 def config_diff(saved: dict, now: dict, ignore=()) -> dict:

@@ -58,6 +58,8 @@ BAD_FLAGS = [
     (['--config.model.name=res_cae', '--config.model.latent_dim=30'],
      "model.latent_dim=30 is not a whole number of channels on res_cae's 7x7 code"),
     (['--config.model.norm=layer'], 'valid norm names are: batch, group'),
+    (['--config.model.name=res_cae', '--config.model.code=flat'],
+     "Unknown model.code 'flat'; valid model.code names are: dense, spatial"),
     (['--config.ema_decay=1.0'], 'ema_decay must be a number in [0, 1) (0 = off'),
     (['--config.augment=mirror'], "Unknown augment 'mirror'; valid augment names are: flip, none"),
     (['--config.model.name=balle2017', '--config.loss.rd_lambda=0'],

@@ -327,6 +327,28 @@ def test_res_cae_code_is_a_spatial_latent_of_latent_dim_floats(widths, latent, c
   assert res_block_convs(variables) == 2 * len(widths) * 2 * 2
 
 
+def test_res_cae_dense_code_is_one_vector_of_latent_dim_floats():
+  """model.code=dense: the last stage's map goes through one dense layer to latent_dim floats
+  (any number, not only a whole number of channels on the grid), which is all the decoder
+  gets; the spatial 1x1 conv is gone."""
+  shape = (32, 32, 3)
+  model = models.build_model(cfg(name='res_cae', widths=(8, 16, 16), latent_dim=50,
+                                 stage_blocks=(0, 0, 1), code='dense'), shape)
+  x = jax.random.uniform(jax.random.key(0), (2, *shape))
+  variables = model.init({'params': jax.random.key(1)}, x)
+  code = model.apply(variables, x, method='encode')
+  assert list(code) == ['latent'] and code['latent'].shape == (2, 50)
+  assert models.bottleneck(model)['floats'] == 50
+  assert model.apply(variables, code, method='decode').shape == x.shape
+  dense = {v.shape for p, v in jax.tree_util.tree_leaves_with_path(variables['params'])
+           if 'Dense' in jax.tree_util.keystr(p) and p[-1].key == 'kernel'}
+  assert dense == {(8 * 8 * 16, 50), (50, 8 * 8 * 16)}
+  # Each code float sees the whole image: changing one corner pixel moves every float.
+  y = x.at[:, 0, 0, :].add(0.5)
+  moved = model.apply(variables, y, method='encode')['latent'] != code['latent']
+  assert bool(moved.all())
+
+
 def res_block_convs(variables):
   return len([p for p in jax.tree_util.tree_leaves_with_path(variables['params'])
               if 'ResBlock' in jax.tree_util.keystr(p[0]) and p[0][-1].key == 'kernel'])

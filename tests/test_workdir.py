@@ -64,6 +64,7 @@ REFUSED = [
     (['--config.model.stage_blocks=(0, 1, 0, 0)'], "'model.stage_blocks': ([], [0, 1, 0, 0])"),
     (['--config.ema_decay=0.9'], "'ema_decay': (0.0, 0.9)"),  # its state holds no average
     (['--config.augment=flip'], "'augment': ('none', 'flip')"),
+    (['--config.model.code=dense'], "'model.code': ('spatial', 'dense')"),
     (['--config.num_epochs=1'], 'has already trained 2 epochs, more than num_epochs=1'),
 ]
 

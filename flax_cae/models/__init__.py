@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from flax_cae.errors import ConfigError, unknown_name
 from flax_cae.models import autoencoders as ae
 from flax_cae.models import balle
-from flax_cae.models.layers import CONV_INPUT_GRADS, NORMS, TRANSPOSED_CONVS, ModelOptions
+from flax_cae.models.layers import (CODES, CONV_INPUT_GRADS, NORMS, TRANSPOSED_CONVS,
+                                    ModelOptions)
 
 
 class ModelSpec(NamedTuple):
@@ -57,8 +58,9 @@ MODELS = {
                         "data set's classes)", torch_mirror=False),
     'res_cae': ModelSpec(ae.ResCAEEncoder, ae.ResCAEDecoder, (32, 64, 128),
                          'Issue 14: conv stem, per stage a stride-2 conv and model.blocks '
-                         'residual blocks, a spatial code of latent_dim floats (1x1 conv), '
-                         'mirrored with transposed convs; no dense layer, no skips',
+                         'residual blocks, a code of latent_dim floats (model.code: spatial, '
+                         'a 1x1 conv; dense, one vector), mirrored with transposed convs; no '
+                         'skips',
                          torch_mirror=False, init='he', any_stages=True),
     'balle2017': ModelSpec(balle.BalleAnalysis, balle.BalleSynthesis, (64, 64, 64),
                            'Issue 18: Balle et al. 2017, a learned codec: stride-2 5x5 convs with '
@@ -166,6 +168,9 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
     raise ConfigError(
         f'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 '
         f'per stage of model.widths={tuple(widths)}, got {stage_blocks!r}.')
+  code = config.get('code', 'spatial')
+  if code not in CODES:
+    raise unknown_name('model.code', code, CODES)
   if not 0.0 <= config.get('dropout_rate', 0.0) < 1.0:
     raise ConfigError(f'model.dropout_rate must be in [0, 1), got {config.dropout_rate}.')
   opts = ModelOptions(
@@ -187,9 +192,10 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
       num_classes=num_classes if config.name in CLASSIFIERS else 0,
       init=spec.init,
       blocks=stage_blocks or (blocks,) * len(widths),
+      code=code,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
-  if config.name == 'res_cae':
+  if config.name == 'res_cae' and code == 'spatial':
     h, w, _ = ae.res_code_channels(opts)
     if opts.latent_dim % (h * w):
       raise ConfigError(

@@ -211,8 +211,9 @@ def res_code_channels(opts: ModelOptions) -> tuple[int, int, int]:
 
 class ResCAEEncoder(nn.Module):
   """A conv stem, then per stage (widths) a stride-2 conv (not the first) and that stage's
-  `blocks` residual blocks; a 1x1 conv to a spatial code of latent_dim floats (H x W x C). The
-  code is the only thing the decoder gets (no dense layer, no skips across it)."""
+  `blocks` residual blocks; a 1x1 conv to a spatial code of latent_dim floats (H x W x C), or
+  with code='dense' one dense layer to latent_dim floats. The code is the only thing the
+  decoder gets (no skips across it)."""
   opts: ModelOptions
 
   @nn.compact
@@ -224,14 +225,15 @@ class ResCAEEncoder(nn.Module):
         x = _conv(w, 2, o)(norm_act_dropout(x, o, train))
       for _ in range(o.blocks[i]):
         x = ResBlock(o)(x, train)
+    x = norm_act_dropout(x, o, train)
+    if o.code == 'dense':  # one vector: each float may draw on the whole image, as PCA's do
+      return {'latent': _dense(o.latent_dim, o)(x.reshape(x.shape[0], -1))}
     c = res_code_channels(o)[2]
-    code = nn.Conv(c, (1, 1), dtype=o.dtype, param_dtype=jnp.float32)(
-        norm_act_dropout(x, o, train))
-    return {'latent': code}
+    return {'latent': nn.Conv(c, (1, 1), dtype=o.dtype, param_dtype=jnp.float32)(x)}
 
 
 class ResCAEDecoder(nn.Module):
-  """The encoder's mirror: a conv from the code, per stage its `blocks` residual blocks and a
+  """The encoder's mirror: a conv (or dense layer) from the code, per stage its `blocks` residual blocks and a
   stride-2 transposed conv (not the last), a conv to the image's channels."""
   opts: ModelOptions
 
@@ -240,7 +242,11 @@ class ResCAEDecoder(nn.Module):
     o = self.opts
     n = len(o.widths)
     sizes = _stage_sizes(o, [2] * (n - 1))
-    x = _conv(o.widths[-1], 1, o)(code['latent'])
+    if o.code == 'dense':
+      h, w = sizes[-1]
+      x = _dense(h * w * o.widths[-1], o)(code['latent']).reshape(-1, h, w, o.widths[-1])
+    else:
+      x = _conv(o.widths[-1], 1, o)(code['latent'])
     for i in reversed(range(n)):
       for _ in range(o.blocks[i]):
         x = ResBlock(o)(x, train)

@@ -48,6 +48,7 @@ class ModelOptions:
   init: str = 'lecun'  # conv kernels: 'lecun' (Flax's default) | 'he' (S4's deep ReLU stacks)
   num_classes: int = 0  # classifiers: the data set's number of classes
   blocks: tuple[int, ...] = ()  # res_cae: residual blocks at each stage of widths
+  code: str = 'spatial'  # res_cae: 'spatial' (a 1x1 conv to H x W x C) | 'dense' (one vector)
 
   @property
   def kernel_init(self):
@@ -73,6 +74,7 @@ def conv_out_size(size: int, stride: int) -> int:
 
 
 NORMS = ('batch', 'group')
+CODES = ('spatial', 'dense')  # res_cae's code layer
 TRANSPOSED_CONVS = ('subpixel', 'dilated')
 CONV_INPUT_GRADS = ('auto', 'subpixel', 'xla')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
