@@ -34,6 +34,8 @@ def test_best_capacity_members_train_on_the_recipe_schedule():
   code8 = dict(members)['best64_code8x8'][0].model
   assert code8.widths == (32, 64, 128) and code8.stage_blocks == (0, 0, 1)  # an 8x8x1 code
   assert dict(members)['best64_flip'][0].augment == 'flip' and recipe.augment == 'none'
+  dense = dict(members)['best64_dense'][0].model
+  assert dense.code == 'dense' and dense.widths == (32, 64, 128) and recipe.model.code == 'spatial'
 
 
 def test_best_levers_res_blocks_member_is_not_the_recipe():

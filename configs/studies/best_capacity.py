@@ -1,7 +1,8 @@
 """Issue 14: capacity for the 256- and 64-float codes, over the recipe's full 60 epochs. The
 recipe (one residual block at 8x8) against no blocks (the first recipe, which ended flat
 below the issue's target on the CPU), more depth at the low-resolution stages
-(`model.stage_blocks`), depth with width, and for 64 floats a code on the 8x8 grid. Sized
+(`model.stage_blocks`), depth with width, and for 64 floats a code on the 8x8 grid and a
+dense code (one vector). Sized
 for a lent GPU (`bash benchmarks/device_run.sh capacity`, one call); on the 2-core CPU,
 stage_blocks (0, 0, 1) and (0, 1, 2) train at 0.53x and 0.29x the images/s of no blocks
 (README).
@@ -35,4 +36,8 @@ def get_config():
       # The recipe at 64 floats peaked at epoch 25 of 60 on validation and then fell (README):
       # random left-right flips against that over-fitting.
       'best64_flip': {'model': BEST64, 'augment': 'flip'},
+      # 64 floats as one vector (model.code=dense) from the three stages' 8x8x128 map: each
+      # float may draw on the whole image, as PCA's do; led a 3-epoch CPU screen (README).
+      'best64_dense': {'model': {'latent_dim': 64, 'code': 'dense'}},
+      'best64_dense_flip': {'model': {'latent_dim': 64, 'code': 'dense'}, 'augment': 'flip'},
   }, train_together='no')
