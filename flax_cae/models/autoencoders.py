@@ -233,8 +233,9 @@ class ResCAEEncoder(nn.Module):
 
 
 class ResCAEDecoder(nn.Module):
-  """The encoder's mirror: a conv (or dense layer) from the code, per stage its `blocks` residual blocks and a
-  stride-2 transposed conv (not the last), a conv to the image's channels."""
+  """The encoder's mirror: a conv (or with code='dense' a dense layer) from the code, per stage
+  its `blocks` residual blocks and a stride-2 transposed conv (not the last), a conv to the
+  image's channels."""
   opts: ModelOptions
 
   @nn.compact
