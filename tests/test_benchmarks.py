@@ -128,7 +128,7 @@ def test_device_run_script_runs_every_stage(tmp_path):
   assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
   assert 'capacity_study.md' in names  # issue 14's next step, every member beside PCA
   capacity = tar_text(out / 'results.tgz', './capacity_study.md')
-  for row in ('| best256_no_blocks |', '| best256_deep |', '| best64_no_blocks |',
+  for row in ('| best256_no_blocks |', '| best256_deep |', '| best64_spatial |',
               '| PCA (256 floats) |', '| PCA (64 floats) |'):
     assert row in capacity, capacity
   # Issue 18's study: the code and a Balle member in bytes beside PCA, JPEG and WebP.

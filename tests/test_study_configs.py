@@ -23,19 +23,27 @@ def test_study_config_plans(name):
 def test_best_capacity_members_train_on_the_recipe_schedule():
   config = importlib.import_module('configs.studies.best_capacity').get_config()
   _, _, members = study.plan(config)
-  recipe = dict(members)['best256'][0]
-  for name, (c,) in members:
+  members = dict(members)
+  recipe = members['best256'][0]
+  for name, (c,) in members.items():
     assert c.optimizer == recipe.optimizer and c.num_epochs == recipe.num_epochs == 60, name
     assert c.model.latent_dim == (64 if name.startswith('best64') else 256), name
   assert recipe.model.stage_blocks == (0, 0, 1)  # the recipe: one residual block at 8x8
-  assert dict(members)['best64'][0].model.stage_blocks == (0, 0, 1, 0)
-  assert dict(members)['best256_no_blocks'][0].model.stage_blocks == (0, 0, 0)
-  assert dict(members)['best256_deep'][0].model.stage_blocks == (0, 1, 2)
-  code8 = dict(members)['best64_code8x8'][0].model
-  assert code8.widths == (32, 64, 128) and code8.stage_blocks == (0, 0, 1)  # an 8x8x1 code
-  assert dict(members)['best64_flip'][0].augment == 'flip' and recipe.augment == 'none'
-  dense = dict(members)['best64_dense'][0].model
-  assert dense.code == 'dense' and dense.widths == (32, 64, 128) and recipe.model.code == 'spatial'
+  assert members['best256_no_blocks'][0].model.stage_blocks == (0, 0, 0)
+  assert members['best256_deep'][0].model.stage_blocks == (0, 1, 2)
+  # The 64-float recipe is cifar10_best64 itself, and each lever changes one thing of it.
+  best64 = members['best64'][0]
+  same = importlib.import_module('configs.cifar10_best64').get_config()
+  assert (best64.model, best64.augment) == (same.model, 'flip') and same.num_epochs == 40
+  assert best64.model.code == 'dense' and best64.model.widths == (32, 64, 128)
+  assert members['best64_no_flip'][0].augment == 'none'
+  assert members['best64_deep'][0].model.code == 'dense'
+  assert members['best64_deep'][0].model.stage_blocks == (0, 1, 2)
+  spatial = members['best64_spatial'][0]
+  assert spatial.model.code == 'spatial' and spatial.model.stage_blocks == (0, 0, 1, 0)
+  assert spatial.augment == 'none'
+  code8 = members['best64_code8x8'][0].model
+  assert code8.widths == (32, 64, 128) and code8.code == 'spatial'  # an 8x8x1 code
 
 
 def test_best_levers_res_blocks_member_is_not_the_recipe():

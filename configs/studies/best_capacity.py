@@ -1,8 +1,8 @@
-"""Issue 14: capacity for the 256- and 64-float codes, over the recipe's full 60 epochs. The
+"""Issue 14: capacity for the 256- and 64-float codes, over the recipe's full schedules. The
 recipe (one residual block at 8x8) against no blocks (the first recipe, which ended flat
 below the issue's target on the CPU), more depth at the low-resolution stages
-(`model.stage_blocks`), depth with width, and for 64 floats a code on the 8x8 grid and a
-dense code (one vector). Sized
+(`model.stage_blocks`), depth with width; for 64 floats the recipe (a dense code, flips)
+with one change at a time and the earlier spatial codes. Sized
 for a lent GPU (`bash benchmarks/device_run.sh capacity`, one call); on the 2-core CPU,
 stage_blocks (0, 0, 1) and (0, 1, 2) train at 0.53x and 0.29x the images/s of no blocks
 (README).
@@ -18,7 +18,8 @@ from configs import cifar10_best256
 from configs import cifar10_best64
 from configs.studies.common import study_config
 
-BEST64 = cifar10_best64.MODEL
+BEST64 = cifar10_best64.OVERRIDES
+SPATIAL64 = cifar10_best64.SPATIAL
 
 
 def get_config():
@@ -27,17 +28,14 @@ def get_config():
       'best256_no_blocks': {'model': {'stage_blocks': (0, 0, 0)}},
       'best256_deep': {'model': {'stage_blocks': (0, 1, 2)}},
       'best256_wide_deep': {'model': {'widths': (64, 128, 256), 'stage_blocks': (0, 1, 2)}},
-      'best64': {'model': BEST64},
-      'best64_no_blocks': {'model': {**BEST64, 'stage_blocks': (0, 0, 0, 0)}},
-      'best64_deep': {'model': {**BEST64, 'stage_blocks': (0, 1, 2, 2)}},
-      # 64 floats as an 8x8x1 code after the 256-float recipe's three stages, instead of a
-      # fourth stage down to 4x4x4: finer grid, fewer channels.
+      # The 64-float recipe (a dense code, flips; 60 epochs here) and one change at a time.
+      'best64': BEST64,
+      'best64_no_flip': {**BEST64, 'augment': 'none'},
+      'best64_deep': {**BEST64, 'model': {**BEST64['model'], 'stage_blocks': (0, 1, 2)}},
+      # The earlier 64-float codes, spatial: a fourth stage down to 4x4x4 (with and without
+      # its block, with flips), and an 8x8x1 code after the three stages.
+      'best64_spatial': {'model': SPATIAL64},
+      'best64_spatial_no_blocks': {'model': {**SPATIAL64, 'stage_blocks': (0, 0, 0, 0)}},
+      'best64_spatial_flip': {'model': SPATIAL64, 'augment': 'flip'},
       'best64_code8x8': {'model': {'latent_dim': 64}},
-      # The recipe at 64 floats peaked at epoch 25 of 60 on validation and then fell (README):
-      # random left-right flips against that over-fitting.
-      'best64_flip': {'model': BEST64, 'augment': 'flip'},
-      # 64 floats as one vector (model.code=dense) from the three stages' 8x8x128 map: each
-      # float may draw on the whole image, as PCA's do; led a 3-epoch CPU screen (README).
-      'best64_dense': {'model': {'latent_dim': 64, 'code': 'dense'}},
-      'best64_dense_flip': {'model': {'latent_dim': 64, 'code': 'dense'}, 'augment': 'flip'},
   }, train_together='no')

@@ -18,5 +18,5 @@ from configs.studies.common import study_config
 def get_config():
   return study_config(cifar10_best256.get_config(), 'best_codes', {
       'best256': {},
-      'best64': {'model': cifar10_best64.MODEL},
+      'best64': cifar10_best64.OVERRIDES,
   })

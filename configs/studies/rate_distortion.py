@@ -32,7 +32,7 @@ def balle(lam):
 def get_config():
   members = {
       'best256': {},
-      'best64': {'model': cifar10_best64.MODEL},
+      'best64': cifar10_best64.OVERRIDES,
       **{f'balle2017_lambda{lam:g}'.replace('.', 'p'): balle(lam) for lam in LAMBDAS},
   }
   return study_config(cifar10_best256.get_config(), 'rate_distortion', members,
