@@ -4,7 +4,7 @@ The same three stages (one residual block at 8x8), but the code is one dense vec
 floats from the 8x8x128 map (model.code=dense: each float may draw on the whole image, as
 PCA's do), training images flipped left-right at random (augment=flip: the spatial 64-float
 code over-fitted after epoch 25), 40 epochs. Chosen on validation PSNR over the 4x4x4 code of
-a fourth stage (SPATIAL below, the sibling until this commit); README "Codes better than PCA".
+a fourth stage (SPATIAL below, the sibling until commit c0d19b5); README "Codes better than PCA".
 
   python launch.py --config=configs/cifar10_best64.py --workdir=DIR
 """
