@@ -21,6 +21,6 @@ SPATIAL = {'latent_dim': 64, 'widths': (32, 64, 128, 128), 'stage_blocks': (0, 0
 
 def get_config():
   c = cifar10_best256.get_config()
-  c.model.update(OVERRIDES['model'])
-  c.augment, c.num_epochs = OVERRIDES['augment'], EPOCHS
+  c.update(OVERRIDES)  # merges into c.model, as a study member's overrides do
+  c.num_epochs = EPOCHS
   return c
