@@ -5,7 +5,8 @@ channels] with pixels in [0, 1], to a float32 per-example loss of shape
 [batch]; the training loop takes the mean (so padded or weighted batches stay
 possible). Names follow the papers: S1 ("Exploring Enhanced Architectures for
 Convolutional Autoencoders") compares `l1`, `mse`, `bce` and `l1+mse`
-(alpha * L1 + beta * MSE); S0 suggests `mse+ssim`.
+(alpha * L1 + beta * MSE); S0 suggests `mse+ssim`; `neg_psnr` trains on the
+per-image PSNR that the evaluation reports.
 
 Config (an `ml_collections.ConfigDict`; missing keys take the defaults):
 
@@ -116,6 +117,24 @@ def mse_ssim(reconstruction: Array, target: Array, *,
           + ssim_weight * ssim(reconstruction, target))
 
 
+# Floor under the per-image MSE in `neg_psnr`: caps a perfect reconstruction at
+# 100 dB instead of -log(0) = inf.
+NEG_PSNR_FLOOR = 1e-10
+
+
+def neg_psnr(reconstruction: Array, target: Array) -> Array:
+  """-PSNR per example, in dB, for pixels in [0, 1]: 10 log10(MSE) -> [B].
+
+  The batch mean of this loss is minus the mean per-image PSNR that the
+  evaluation reports (and PCA is scored by), so training on it optimizes that
+  number directly. Plain MSE instead weights every image by its squared error
+  and so spends capacity on the hardest, most textured images; here each
+  image's MSE gradient is divided by that image's MSE. The loss is negative
+  (about -20 to -30 on CIFAR-10).
+  """
+  return 10.0 * jnp.log10(mse(reconstruction, target) + NEG_PSNR_FLOOR)
+
+
 # name -> loss function; each takes (reconstruction, target) and returns [B].
 LOSSES: dict[str, Callable[..., Array]] = {
     'mse': mse,
@@ -124,6 +143,7 @@ LOSSES: dict[str, Callable[..., Array]] = {
     'l1+mse': l1_mse,
     'ssim': ssim,
     'mse+ssim': mse_ssim,
+    'neg_psnr': neg_psnr,
 }
 
 # name -> the config keys get_loss passes to it as keyword arguments.

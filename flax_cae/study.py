@@ -674,6 +674,7 @@ def write_figures(workdir, rows, pca_rows, pca_images, n_images):
 
   # S3: training loss against training seconds (evaluation excluded), every member.
   fig, ax = plt.subplots(figsize=(7, 4.5))
+  positive = True
   for r in rows:
     path = os.path.join(r['workdirs'][0], 'metrics.jsonl')
     if os.path.isfile(path):
@@ -682,9 +683,10 @@ def write_figures(workdir, rows, pca_rows, pca_images, n_images):
                if x.get('split') == 'train' and 'seconds' in x]
       if pts:
         ax.plot(*zip(*pts), label=r['member'])
+        positive = positive and min(p[1] for p in pts) > 0
   ax.set_xlabel('training time (s)')
   ax.set_ylabel('training loss')
-  ax.set_yscale('log')
+  ax.set_yscale('log' if positive else 'linear')  # neg_psnr (-dB) is below 0.
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()

@@ -141,6 +141,26 @@ def test_l1_mse_weights_from_config():
                              rtol=1e-6)
 
 
+def test_neg_psnr_is_minus_the_reported_psnr(cifar_images):
+  recon, target = _hand_batch()
+  loss = losses.get_loss(ConfigDict({'name': 'neg_psnr'}))
+  # The perfect reconstruction is capped at 100 dB by the MSE floor, not inf.
+  np.testing.assert_allclose(loss(recon, target), [-HAND_PSNR, -100.0], rtol=1e-5)
+  target = jnp.asarray(cifar_images, jnp.float32) / 255
+  for kind, degraded in _degraded(np.asarray(target)).items():
+    np.testing.assert_allclose(
+        jax.jit(loss)(jnp.asarray(degraded), target),
+        -_image_metrics(jnp.asarray(degraded), target)['psnr'], atol=1e-3, err_msg=kind)
+  # Each image's MSE gradient is divided by its MSE: a 4x larger error (2x the
+  # difference) gives half the gradient, where plain MSE gives twice the gradient.
+  diff = jnp.full((2, 4, 4, 1), 0.1).at[1].set(0.2)
+  zeros = jnp.zeros_like(diff)
+  g_psnr = jax.grad(lambda r: loss(r, zeros).sum())(diff)
+  g_mse = jax.grad(lambda r: losses.mse(r, zeros).sum())(diff)
+  np.testing.assert_allclose(g_psnr[1] / g_psnr[0], 0.5, rtol=1e-5)
+  np.testing.assert_allclose(g_mse[1] / g_mse[0], 2.0, rtol=1e-5)
+
+
 def test_bce_clips_saturated_predictions():
   target = jnp.ones((1, 2, 2, 1))
   recon = jnp.zeros((1, 2, 2, 1))  # A sigmoid saturated at the wrong end.
@@ -176,7 +196,8 @@ def test_every_loss_is_per_example_float32_and_jittable(name):
   fn = losses.get_loss(ConfigDict({'name': name}))
   loss = jax.jit(fn)(recon, target)
   assert loss.shape == (3,) and loss.dtype == jnp.float32
-  assert np.all(np.asarray(loss) > 0)
+  # Every loss but -PSNR is >= 0; -PSNR of images in [0, 1] is below 0.
+  assert np.all((np.asarray(loss) < 0) if name == 'neg_psnr' else (np.asarray(loss) > 0))
   grad = jax.jit(jax.grad(lambda r: fn(r, target).mean()))(
       recon.astype(jnp.float32))
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)

@@ -28,6 +28,7 @@ def get_config():
       'constant_lr': {'optimizer': {'schedule': {'name': 'constant', 'warmup_epochs': 0.0}}},
       'l1': {'loss': {'name': 'l1'}},
       'mse_ssim': {'loss': {'name': 'mse+ssim'}},
+      'neg_psnr': {'loss': {'name': 'neg_psnr'}},
       'ema': {'ema_decay': 0.999},
       'flip': {'augment': 'flip'},
       'bfloat16': {'model': {'dtype': 'bfloat16'}},
