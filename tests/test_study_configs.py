@@ -36,7 +36,10 @@ def test_best_capacity_members_train_on_the_recipe_schedule():
   same = importlib.import_module('configs.cifar10_best64').get_config()
   assert (best64.model, best64.augment) == (same.model, 'flip') and same.num_epochs == 40
   assert best64.model.code == 'dense' and best64.model.widths == (32, 64, 128)
+  assert best64.loss.name == same.loss.name == 'neg_psnr'
   assert members['best64_no_flip'][0].augment == 'none'
+  assert members['best64_mse'][0].loss.name == 'mse'
+  assert members['best64_mse'][0].model == best64.model
   assert members['best64_deep'][0].model.code == 'dense'
   assert members['best64_deep'][0].model.stage_blocks == (0, 1, 2)
   spatial = members['best64_spatial'][0]
