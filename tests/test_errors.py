@@ -61,7 +61,7 @@ BAD_FLAGS = [
     (['--config.model.name=res_cae', '--config.model.code=flat'],
      "Unknown model.code 'flat'; valid model.code names are: dense, spatial"),
     (['--config.ema_decay=1.0'], 'ema_decay must be a number in [0, 1) (0 = off'),
-    (['--config.augment=mirror'], "Unknown augment 'mirror'; valid augment names are: flip, none"),
+    (['--config.augment=mirror'], "Unknown augment 'mirror'; valid augment names are: flip, flip_crop, none"),
     (['--config.model.name=balle2017', '--config.loss.rd_lambda=0'],
      'loss.rd_lambda must be a number > 0 (the weight of distortion against rate'),
     (['--config.model.name=lenet5'],  # the default config watches PSNR, which a classifier lacks

@@ -255,3 +255,24 @@ def test_flip_mirrors_about_half_the_training_images_the_same_way_after_a_resume
   asymmetric = np.concatenate([half, 255 - half], axis=2)
   flip, none = jax.tree.leaves(one_step('flip', asymmetric)), jax.tree.leaves(one_step('none', asymmetric))
   assert any(not np.allclose(a, b) for a, b in zip(flip, none))
+
+
+def test_flip_crop_shifts_each_flipped_image_by_at_most_4_pixels_with_a_reflected_border():
+  """augment='flip_crop': the image 'flip' gives, shifted by up to 4 pixels each way with the
+  border reflected (np.pad's 'reflect'), one shift per image, the same on a resume."""
+  images = np.asarray(jax.random.randint(jax.random.key(1), (64, 12, 12, 3), 0, 256), np.uint8)
+  out = np.asarray(train.augment('flip_crop', images, 0, 7))
+  np.testing.assert_array_equal(out, train.augment('flip_crop', images, 0, 7))
+  assert not np.array_equal(out, train.augment('flip_crop', images, 0, 8))
+  flipped = np.asarray(train.augment('flip', images, 0, 7))  # the same flips underneath
+  p = train.CROP_PAD
+  padded = np.pad(flipped, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+  shifts = []
+  for o, x in zip(out, padded):
+    found = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+             if np.array_equal(o, x[dy:dy + 12, dx:dx + 12])]
+    assert len(found) == 1, 'an output is no crop of its reflected, padded image'
+    shifts.append(found[0])
+  assert len(set(shifts)) > 20  # 81 possible shifts, 64 draws: not one shift for all
+  dy, dx = np.array(shifts).T - p
+  assert dy.min() < 0 < dy.max() and dx.min() < 0 < dx.max()  # shifts both ways on both axes
