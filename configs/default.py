@@ -65,7 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
                     end_value_factor=0.0),
   ))
 
-  c.augment = 'none'            # none | flip: each training image mirrored left-right with p=1/2 | flip_crop: and shifted up to 4 px (reflected border)
+  c.augment = 'none'            # none | flip: each training image mirrored left-right with p=1/2
+                                # | flip_crop: flipped so, then shifted up to 4 px (border reflected)
   c.ema_decay = 0.0             # > 0: evaluate (and keep) a moving average of the parameters
   c.batch_size = 32
   c.eval_batch_size = 0         # 0 = batch_size

@@ -31,5 +31,6 @@ def get_config():
       'neg_psnr': {'loss': {'name': 'neg_psnr'}},
       'ema': {'ema_decay': 0.999},
       'flip': {'augment': 'flip'},
+      'flip_crop': {'augment': 'flip_crop'},
       'bfloat16': {'model': {'dtype': 'bfloat16'}},
   }, train_together='no')
