@@ -35,12 +35,12 @@ def test_best_capacity_members_train_on_the_recipe_schedule():
   best64 = members['best64'][0]
   same = importlib.import_module('configs.cifar10_best64').get_config()
   assert (best64.model, best64.augment) == (same.model, 'flip_crop') and same.num_epochs == 40
-  assert best64.model.code == 'dense' and best64.model.widths == (32, 64, 128)
+  assert best64.model.code == 'dense' and best64.model.widths == (48, 96, 192)
   assert best64.loss.name == same.loss.name == 'neg_psnr'
   assert members['best64_no_flip'][0].augment == 'none'
   assert members['best64_flip'][0].augment == 'flip'
-  assert members['best64_wide'][0].model.widths == (48, 96, 192)
-  assert members['best64_wide'][0].model.code == 'dense'
+  assert members['best64_narrow'][0].model.widths == (32, 64, 128)
+  assert members['best64_narrow'][0].model.code == 'dense'
   assert members['best64_mse'][0].loss.name == 'mse'
   assert members['best64_mse'][0].model == best64.model
   assert members['best64_deep'][0].model.code == 'dense'
