@@ -76,6 +76,27 @@ def compiler_options(config) -> dict | None:
   return options if _compiles_with(tuple(options.items())) else None
 
 
+# The XLA options of the CPU's initialisation programs. At XLA's default LLVM level (3) the
+# random initialisers (threefry + erf_inv, one program per parameter) took most of a run's
+# start: 9.3 s of compiling for configs/default.py's ImprovedCAE on a 2-core AVX2 EPYC,
+# 2.4 s at level 1 with bit-identical parameters and optimizer state (tests/test_training.py
+# checks this; benchmarks/init_compile.py measures it). Init runs once, so its speed is moot.
+INIT_OPTIONS = {'xla_backend_optimization_level': 1}
+
+
+def init_compiler_options() -> dict | None:
+  """INIT_OPTIONS on the CPU backend (if its XLA accepts them), else XLA's defaults."""
+  if jax.default_backend() != 'cpu':
+    return None
+  return INIT_OPTIONS if _compiles_with(tuple(INIT_OPTIONS.items())) else None
+
+
+def init_variables(module: nn.Module, rngs, *args, **kwargs):
+  """module.init(rngs, *args, **kwargs), compiled with init_compiler_options()."""
+  return jax.jit(functools.partial(module.init, **kwargs),
+                 compiler_options=init_compiler_options())(rngs, *args)
+
+
 # Validation metrics where smaller is better; the others (psnr, snr, ssim, accuracy) are
 # maximised.
 MINIMIZED = ('loss', 'mse', 'l1', 'cross_entropy', 'noisy_mse', 'kl', 'bpp')
@@ -179,7 +200,8 @@ class Trainer:
       return EmaTrainState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
                            ema_params=params)
 
-    return jax.jit(self._vmapped(init, ()), out_shardings=self.rep)()
+    return jax.jit(self._vmapped(init, ()), out_shardings=self.rep,
+                   compiler_options=init_compiler_options())()
 
   # --- training ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 
 from configs import default
 from flax_cae import tasks
+from flax_cae.train import init_variables
 from flax_cae.bitstream import CodeModel
 from flax_cae.models import balle, build_model
 
@@ -18,7 +19,7 @@ def codec(widths=(8, 8, 8), shape=(25, 25, 3)):
   c.model.update(name='balle2017', widths=widths)
   model = build_model(c.model, shape)
   x = jax.random.uniform(jax.random.key(0), (3, *shape))
-  return c, model, x, model.init({'params': jax.random.key(1)}, x)
+  return c, model, x, init_variables(model, {'params': jax.random.key(1)}, x)
 
 
 def test_shapes_quantization_and_bits():
@@ -45,7 +46,7 @@ def test_fast_convs_compute_the_same_codec_as_xla():
   c.model.update(transposed_conv='dilated', conv_input_grad='xla')
   ref = build_model(c.model, (13, 10, 3))
   x = jax.random.uniform(jax.random.key(0), (2, 13, 10, 3))
-  v = fast.init({'params': jax.random.key(1)}, x)
+  v = init_variables(fast, {'params': jax.random.key(1)}, x)
 
   def loss(model):
     def f(v):
@@ -60,7 +61,7 @@ def test_fast_convs_compute_the_same_codec_as_xla():
 def test_gdn_and_its_inverse_undo_each_other():
   x = jax.random.normal(jax.random.key(0), (2, 5, 5, 4))
   gdn = balle.GDN()
-  v = gdn.init(jax.random.key(1), x)
+  v = init_variables(gdn, jax.random.key(1), x)
   y = gdn.apply(v, x)
   assert float(jnp.abs(y).max()) < float(jnp.abs(x).max())  # divisive: it shrinks
   # The inverse with the same parameters, applied to y, multiplies by the norm of y, so

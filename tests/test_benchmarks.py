@@ -158,3 +158,14 @@ def tar_text(path, name):
   import tarfile  # pylint: disable=g-import-not-at-top
   with tarfile.open(path) as tar:
     return tar.extractfile(name).read().decode()
+
+
+def test_init_compile_benchmark_runs_and_finds_the_same_state():
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/init_compile.py', '--configs=default,balle2017', '--rounds=1',
+       '--image=16,16,3'], cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [l for l in proc.stdout.splitlines() if l.startswith('| default |') or
+          l.startswith('| balle2017 |')]
+  assert len(rows) == 2 and all(r.rstrip().endswith('| yes |') for r in rows), proc.stdout

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flax_cae import models
+from flax_cae.train import init_variables
 from flax_cae.errors import ConfigError
 from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, SameConvTranspose,
                                     conv_subpixel_input_grad, max_pool_2x2)
@@ -45,7 +46,7 @@ CASES = [
 def test_shapes_and_bottleneck(name, skips, shape, floats):
   model = models.build_model(cfg(name=name, skips=skips), shape)
   x = jax.random.uniform(jax.random.key(0), (3, *shape))
-  variables = model.init({'params': jax.random.key(1)}, x)
+  variables = init_variables(model, {'params': jax.random.key(1)}, x)
   y = model.apply(variables, x)['reconstruction']
   assert y.shape == x.shape and y.dtype == jnp.float32
   assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
@@ -72,7 +73,7 @@ def test_s1_base_cae_parameter_count():
   dec = (dense(256, 512) + dense(512, 1024) + conv(64, 32) + 64 + conv(32, 16) + 32
          + conv(16, 3))
   model = models.build_model(cfg(name='base_cae', activation='relu'), (32, 32, 3))
-  variables = model.init({'params': jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
+  variables = init_variables(model, {'params': jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
   assert n_params(variables) == enc + dec
 
 
@@ -80,9 +81,9 @@ def test_skips_change_the_output_and_carry_encoder_features():
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
   plain = models.build_model(cfg(), (32, 32, 3))
   skip = models.build_model(cfg(skips=(1, 2, 3, 4)), (32, 32, 3))
-  v = plain.init({'params': jax.random.key(1)}, x)
+  v = init_variables(plain, {'params': jax.random.key(1)}, x)
   # Same parameters: the skip model only adds tensors, no weights.
-  v2 = skip.init({'params': jax.random.key(1)}, x)
+  v2 = init_variables(skip, {'params': jax.random.key(1)}, x)
   assert jax.tree.structure(v) == jax.tree.structure(v2)
   y1 = plain.apply(v, x)['reconstruction']
   y2 = skip.apply(v, x)['reconstruction']
@@ -104,14 +105,14 @@ def test_any_input_size(name, shape):
 @pytest.mark.parametrize('activation', ['relu', 'leaky_relu', 'gelu', 'tanh'])
 def test_activation_options(activation):
   model = models.build_model(cfg(activation=activation, negative_slope=0.2), (28, 28, 1))
-  v = model.init({'params': jax.random.key(0)}, jnp.zeros((1, 28, 28, 1)))
+  v = init_variables(model, {'params': jax.random.key(0)}, jnp.zeros((1, 28, 28, 1)))
   assert model.apply(v, jnp.ones((1, 28, 28, 1)))['reconstruction'].shape == (1, 28, 28, 1)
 
 
 def test_batch_norm_off_has_no_batch_stats_and_dropout_needs_rng():
   model = models.build_model(cfg(batch_norm=False, dropout_rate=0.5), (28, 28, 1))
   x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
-  v = model.init({'params': jax.random.key(0)}, x)
+  v = init_variables(model, {'params': jax.random.key(0)}, x)
   assert 'batch_stats' not in v
   a = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)})['reconstruction']
   b = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(2)})['reconstruction']
@@ -123,7 +124,7 @@ def test_batch_norm_off_has_no_batch_stats_and_dropout_needs_rng():
 def test_bfloat16_compute_keeps_float32_params():
   model = models.build_model(cfg(dtype='bfloat16'), (32, 32, 3))
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-  v = model.init({'params': jax.random.key(0)}, x)
+  v = init_variables(model, {'params': jax.random.key(0)}, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v['params']))
   y = model.apply(v, x)['reconstruction']
   assert y.dtype == jnp.float32
@@ -138,7 +139,7 @@ def test_conv_transpose_matches_pytorch_definition(formulation):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
   layer = ConvTranspose(features=5, stride=2, target=(6, 7), formulation=formulation)
-  v = layer.init(jax.random.key(0), x)
+  v = init_variables(layer, jax.random.key(0), x)
   y = np.asarray(layer.apply(v, x))
   w = np.asarray(v['params']['ConvTranspose_0']['kernel'])[::-1, ::-1]  # -> PyTorch orientation
   bias = np.asarray(v['params']['ConvTranspose_0']['bias'])
@@ -175,9 +176,9 @@ def test_fast_transposed_conv_equals_the_dilated_reference(stride, size, target)
   x = jax.random.normal(keys[0], (3, *size, 6))
   layers = {f: ConvTranspose(features=4, stride=stride, target=target, formulation=f)
             for f in TRANSPOSED_CONVS}
-  v = layers['dilated'].init(keys[1], x)
+  v = init_variables(layers['dilated'], keys[1], x)
   v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
-  assert jax.tree.structure(layers['subpixel'].init(keys[1], x)) == jax.tree.structure(v)
+  assert jax.tree.structure(init_variables(layers['subpixel'], keys[1], x)) == jax.tree.structure(v)
   outs, grads = _outputs_and_grads(layers, v, x)
   assert outs['subpixel'].shape == (3, *target, 4)
   np.testing.assert_allclose(outs['subpixel'], outs['dilated'], rtol=1e-5, atol=1e-5)
@@ -193,12 +194,12 @@ def test_same_transposed_conv_equals_flax_conv_transpose(kernel_size, size):
   keys = jax.random.split(jax.random.key(1), 3)
   x = jax.random.normal(keys[0], (2, *size, 5))
   flax_layer = nn.ConvTranspose(3, (kernel_size,) * 2, strides=(2, 2), padding='SAME')
-  v = flax_layer.init(keys[1], x)
+  v = init_variables(flax_layer, keys[1], x)
   v = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[2], p.shape), v)  # bias too
   layers = {'flax': flax_layer}
   for f in TRANSPOSED_CONVS:
     layers[f] = SameConvTranspose(3, kernel_size, formulation=f)
-    assert jax.tree.structure(layers[f].init(keys[1], x)) == jax.tree.structure(v)
+    assert jax.tree.structure(init_variables(layers[f], keys[1], x)) == jax.tree.structure(v)
   outs, grads = _outputs_and_grads(layers, v, x)
   assert outs['subpixel'].shape == (2, 2 * size[0], 2 * size[1], 3)
   for f in TRANSPOSED_CONVS:
@@ -250,7 +251,7 @@ def test_models_with_either_formulation_are_the_same_function():
     fast = models.build_model(cfg(name=name, conv_input_grad='subpixel'), (28, 28, 1))
     ref = models.build_model(cfg(name=name, transposed_conv='dilated', conv_input_grad='xla'),
                              (28, 28, 1))
-    v = fast.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
+    v = init_variables(fast, {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
 
     def loss(model):
       return lambda v: jnp.mean(model.apply(v, x)['reconstruction'] ** 2)
@@ -283,7 +284,7 @@ def test_rate_cae_code_shrinks_height_and_width_by_the_rate(rate, floats):
   model = models.build_model(cfg(name='rate_cae', rate=rate), (32, 32, 3))
   b = models.bottleneck(model)
   assert b['floats'] == floats and b['parts'] == {'latent': floats}
-  v = model.init({'params': jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)))
+  v = init_variables(model, {'params': jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)))
   code = model.apply(v, jnp.zeros((2, 32, 32, 3)), method='encode')['latent']
   assert code.shape == (2, 32 // rate, 32 // rate, 32)
   y = model.apply(v, jax.random.uniform(jax.random.key(1), (2, 32, 32, 3)))['reconstruction']
@@ -301,7 +302,7 @@ def test_lenet5_is_lenet5(shape, params):
   """LeNet-5's parameter count (62,006 for 32x32x3 and 10 classes, as in PyTorch's CIFAR-10
   tutorial; 28x28 inputs are padded to 32x32, so MNIST's count differs only in conv1)."""
   model = models.build_model(cfg(name='lenet5'), shape, num_classes=10)
-  v = model.init({'params': jax.random.key(0)}, jnp.zeros((1, *shape)))
+  v = init_variables(model, {'params': jax.random.key(0)}, jnp.zeros((1, *shape)))
   assert sum(a.size for a in jax.tree.leaves(v['params'])) == params
   assert model.apply(v, jnp.zeros((4, *shape)))['logits'].shape == (4, 10)
   assert models.bottleneck(model) is None
@@ -318,7 +319,7 @@ def test_res_cae_code_is_a_spatial_latent_of_latent_dim_floats(widths, latent, c
   model = models.build_model(cfg(name='res_cae', widths=widths, latent_dim=latent, blocks=2,
                                  batch_norm=False, activation='gelu'), shape)
   x = jax.random.uniform(jax.random.key(0), (2, *shape))
-  variables = model.init({'params': jax.random.key(1)}, x)
+  variables = init_variables(model, {'params': jax.random.key(1)}, x)
   code = model.apply(variables, x, method='encode')
   assert list(code) == ['latent'] and code['latent'].shape == (2, *code_shape)
   assert models.bottleneck(model)['floats'] == latent
@@ -335,7 +336,7 @@ def test_res_cae_dense_code_is_one_vector_of_latent_dim_floats():
   model = models.build_model(cfg(name='res_cae', widths=(8, 16, 16), latent_dim=50,
                                  stage_blocks=(0, 0, 1), code='dense'), shape)
   x = jax.random.uniform(jax.random.key(0), (2, *shape))
-  variables = model.init({'params': jax.random.key(1)}, x)
+  variables = init_variables(model, {'params': jax.random.key(1)}, x)
   code = model.apply(variables, x, method='encode')
   assert list(code) == ['latent'] and code['latent'].shape == (2, 50)
   assert models.bottleneck(model)['floats'] == 50
@@ -361,7 +362,7 @@ def test_res_cae_stage_blocks_put_residual_blocks_at_the_stages_named():
   x = jax.random.uniform(jax.random.key(0), (2, *shape))
   model = models.build_model(cfg(name='res_cae', widths=(8, 16, 16), latent_dim=256,
                                  stage_blocks=(0, 1, 2), blocks=5), shape)
-  variables = model.init({'params': jax.random.key(1)}, x)
+  variables = init_variables(model, {'params': jax.random.key(1)}, x)
   assert res_block_convs(variables) == (0 + 1 + 2) * 2 * 2  # stage_blocks wins over blocks
   kernels = {jax.tree_util.keystr(p): v.shape for p, v in
              jax.tree_util.tree_leaves_with_path(variables['params'])
@@ -377,7 +378,7 @@ def test_models_without_stages_of_blocks_ignore_stage_blocks():
   config = cifar10_best256.get_config()
   config.model.name, config.model.widths = 'cae', ()
   model = models.build_model(config.model, (32, 32, 3))
-  variables = model.init({'params': jax.random.key(1)}, jnp.zeros((1, 32, 32, 3)))
+  variables = init_variables(model, {'params': jax.random.key(1)}, jnp.zeros((1, 32, 32, 3)))
   assert res_block_convs(variables) == 0
 
 
@@ -387,7 +388,7 @@ def test_group_norm_keeps_no_statistics_and_treats_each_image_alone():
   model = models.build_model(cfg(name='res_cae', widths=(8, 16, 32), latent_dim=64, norm='group',
                                  activation='gelu'), (16, 16, 3))
   x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
-  v = model.init({'params': jax.random.key(1)}, x)
+  v = init_variables(model, {'params': jax.random.key(1)}, x)
   assert 'batch_stats' not in v
   names = {jax.tree_util.keystr(p[:-1]) for p, _ in jax.tree_util.tree_leaves_with_path(v['params'])}
   assert any('GroupNorm' in n for n in names) and not any('BatchNorm' in n for n in names)
@@ -396,7 +397,7 @@ def test_group_norm_keeps_no_statistics_and_treats_each_image_alone():
   np.testing.assert_allclose(alone, in_batch, atol=1e-5)
   bn = models.build_model(cfg(name='res_cae', widths=(8, 16, 32), latent_dim=64,
                               activation='gelu'), (16, 16, 3))
-  vb = bn.init({'params': jax.random.key(1)}, x)
+  vb = init_variables(bn, {'params': jax.random.key(1)}, x)
   outs = [bn.apply(vb, xs, train=True, mutable=['batch_stats'])[0]['reconstruction'][:1]
           for xs in (x[:1], x)]
   assert float(jnp.abs(outs[0] - outs[1]).max()) > 1e-4  # BatchNorm does depend on it

@@ -16,6 +16,7 @@ from PIL import Image
 
 import data_fixtures
 from flax_cae import baselines, models
+from flax_cae.train import init_variables
 from flax_cae.data import pipeline
 
 # End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
@@ -176,11 +177,11 @@ def test_encoder_residual_models_keep_the_bottleneck(name):
                              (32, 32, 3))
   assert models.bottleneck(model)['floats'] == models.bottleneck(plain)['floats'] == 32
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 32, 32, 3)), jnp.float32)
-  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
+  variables = init_variables(model, {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
   out = model.apply(variables, x)['reconstruction']
   assert out.shape == x.shape and bool(jnp.all((out >= 0) & (out <= 1)))
   # The residual changes the function: the same weights without it give other outputs.
-  plain_vars = plain.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
+  plain_vars = init_variables(plain, {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x)
   if name == 'improved_cae_res_interp':  # same parameters, so compare on the same weights
     assert not np.allclose(plain.apply(variables, x)['reconstruction'], out)
   else:
