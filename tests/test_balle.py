@@ -24,15 +24,16 @@ def codec(widths=(8, 8, 8), shape=(25, 25, 3)):
 
 def test_shapes_quantization_and_bits():
   _, model, x, v = codec()
-  y = model.apply(v, x, method='encode')['latent']
+  # Compiled, not op by op (eager, each op compiles its own program).
+  y = jax.jit(lambda v, x: model.apply(v, x, method='encode'))(v, x)['latent']
   assert y.shape == (3, 4, 4, 8)  # 25 -> 13 -> 7 -> 4
-  out = model.apply(v, x)
+  out = jax.jit(model.apply)(v, x)
   assert out['reconstruction'].shape == x.shape and out['bits'].shape == (3,)
   # Evaluation decodes the rounded code; training a noisy one, different on each key.
-  np.testing.assert_allclose(out['reconstruction'],
-                             model.apply(v, {'latent': jnp.round(y)}, method='decode'), atol=1e-6)
-  a, b = (model.apply(v, x, train=True, rngs={'sample': jax.random.key(k)})['bits']
-          for k in (2, 3))
+  decode = jax.jit(lambda v, y: model.apply(v, {'latent': jnp.round(y)}, method='decode'))
+  np.testing.assert_allclose(out['reconstruction'], decode(v, y), atol=1e-6)
+  noisy = jax.jit(lambda v, key: model.apply(v, x, train=True, rngs={'sample': key})['bits'])
+  a, b = (noisy(v, jax.random.key(k)) for k in (2, 3))
   assert not np.allclose(a, b)
 
 
@@ -53,8 +54,11 @@ def test_fast_convs_compute_the_same_codec_as_xla():
       out = model.apply(v, x, train=True, rngs={'sample': jax.random.key(2)})
       return jnp.mean((out['reconstruction'] - x) ** 2) + 1e-3 * jnp.mean(out['bits'])
     return f
-  np.testing.assert_allclose(loss(fast)(v), loss(ref)(v), rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(jax.grad(loss(fast))(v)), jax.tree.leaves(jax.grad(loss(ref))(v))):
+  # Compiled, not op by op: one program per formulation (eager, each op compiles its own).
+  (value, grads), (ref_value, ref_grads) = (jax.jit(jax.value_and_grad(loss(m)))(v)
+                                            for m in (fast, ref))
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
