@@ -9,9 +9,9 @@ import pytest
 
 from configs import default
 from flax_cae import tasks
-from flax_cae.train import init_variables
 from flax_cae.bitstream import CodeModel
 from flax_cae.models import balle, build_model
+from flax_cae.train import init_variables
 
 
 def codec(widths=(8, 8, 8), shape=(25, 25, 3)):

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import data_fixtures
 from flax_cae import metrics
 from flax_cae.data import sources
@@ -13,6 +15,10 @@ from flax_cae.data import sources
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Default-run time (CI's 15 minutes on a slow 2-core machine); the default run keeps the
+# res_cae code and stage_blocks tests (test_models.py) and the config's checks
+# (test_study_configs.py). `-m slow` runs it.
+@pytest.mark.slow
 def test_best256_is_a_256_float_code_that_beats_the_mean_image(tmp_path):
   data_fixtures.require_shared_data('cifar')
   tree = data_fixtures.cifar_jpeg_tree(tmp_path, per_class=30)  # 300 real photos
