@@ -68,12 +68,16 @@ def _cpu_convolution_options(config) -> dict | None:
   return CPU_CONVOLUTIONS[name]
 
 
-def compiler_options(config) -> dict | None:
-  """XLA options for the compiled steps of this backend (see CPU_CONVOLUTIONS)."""
-  options = _cpu_convolution_options(config)
+def _on_cpu(options: dict | None) -> dict | None:
+  """options where the backend is the CPU and its XLA accepts them, else None (defaults)."""
   if jax.default_backend() != 'cpu' or not options:
     return None
   return options if _compiles_with(tuple(options.items())) else None
+
+
+def compiler_options(config) -> dict | None:
+  """XLA options for the compiled steps of this backend (see CPU_CONVOLUTIONS)."""
+  return _on_cpu(_cpu_convolution_options(config))
 
 
 # The XLA options of the CPU's initialisation programs. At XLA's default LLVM level (3) the
@@ -86,9 +90,7 @@ INIT_OPTIONS = {'xla_backend_optimization_level': 1}
 
 def init_compiler_options() -> dict | None:
   """INIT_OPTIONS on the CPU backend (if its XLA accepts them), else XLA's defaults."""
-  if jax.default_backend() != 'cpu':
-    return None
-  return INIT_OPTIONS if _compiles_with(tuple(INIT_OPTIONS.items())) else None
+  return _on_cpu(INIT_OPTIONS)
 
 
 def init_variables(module: nn.Module, rngs, *args, **kwargs):
