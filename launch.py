@@ -13,8 +13,12 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_cae import distributed, host_memory, study, train
+from flax_cae import cli, distributed, host_memory, preemption, study, train
 from flax_cae.errors import UserError, write_failure
+
+# --config.study.members.NAME.FIELD=VALUE may set a field the member's overrides lack, which
+# ml_collections would refuse: taken out of the command line here, applied in main().
+MEMBER_FLAGS = cli.take_member_flags(sys.argv)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and pictures go.', required=True)
@@ -28,9 +32,7 @@ flags.DEFINE_integer('num_processes', None, 'Number of processes (many hosts).')
 flags.DEFINE_integer('process_id', None, "This process's index, 0 .. num_processes - 1.")
 
 
-def _fail(message: str):
-  sys.stderr.write(f'flax-cae: error: {message}\n')
-  sys.exit(2)
+_fail = cli.fail
 
 
 # Loading a config runs the file's own code: whatever it raises (a missing module, an error in
@@ -51,11 +53,19 @@ def _parse_flags(argv):
   """absl's parser, but a config file that is missing or broken is one sentence, status 2."""
   try:
     return FLAGS(argv)
+  except flags.IllegalFlagValueError as e:  # a --config.* value of the wrong type
+    if str(e).startswith('flag --config=') or '--debug' in argv:
+      raise
+    try:
+      config = FLAGS['config'].value
+    except Exception:  # pylint: disable=broad-except
+      config = None
+    _fail(cli.explain_flag_error(e, cli.config_lookup(config)))
   except flags.Error as e:
     cause = e.__cause__ or e.__context__  # e.g. "Error whilst parsing config file:" alone
     last = ([l.strip() for l in str(cause).splitlines() if l.strip()] or [''])[-1]
-    reason = f' ({type(cause).__name__}: {last[:300]})' if cause else ''
-    _fail((str(e).strip().splitlines() or [''])[0] + reason)
+    reason = f' ({type(cause).__name__}: {last[:300]})' if cause and str(cause) not in str(e) else ''
+    _fail(cli.explain_flag_error(e) + reason)
   except CONFIG_ERRORS as e:
     if '--debug' in argv:
       raise
@@ -73,6 +83,7 @@ except CONFIG_ERRORS as err:
 
 def main(argv):
   del argv
+  preemption.install()  # SIGTERM ends the process within seconds, whatever it is doing
   try:
     config = FLAGS.config  # --config.* overrides are applied here
     if config is None:
@@ -81,6 +92,12 @@ def main(argv):
     # ml_collections (1.1) hands back a stand-in for a config file that failed to load,
     # which raises only when used: use it here, where the error is caught.
     config.keys()
+    if isinstance(config, ml_collections.ConfigDict):
+      cli.apply_member_flags(config, MEMBER_FLAGS)
+  except UserError as e:
+    if FLAGS.debug:
+      raise
+    _fail(str(e))
   except CONFIG_ERRORS as e:
     if FLAGS.debug:
       raise

@@ -15,6 +15,7 @@ def lenet5_config(data: str):
   c.data.validation_size = 5000
   c.data.test_size = 0
   c.model.name = 'lenet5'
+  c.loss.name = 'cross_entropy'  # a classifier's only loss
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-3
   c.batch_size = 64

@@ -52,7 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   c.loss = ml_collections.ConfigDict(dict(
-      name='mse',               # mse | l1 | bce | l1+mse | ssim | mse+ssim | neg_psnr
+      name='mse',               # mse | l1 | bce | l1+mse | ssim | mse+ssim | neg_psnr;
+                                # classifiers (lenet5): cross_entropy
       alpha=0.1, beta=1.0,      # l1+mse: alpha * L1 + beta * MSE
       ssim_weight=1.0,          # mse+ssim: MSE + ssim_weight * (1 - SSIM)
       rd_lambda=0.01,           # codecs (balle2017): bits per pixel + rd_lambda * 255^2 * loss

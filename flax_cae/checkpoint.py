@@ -9,7 +9,9 @@ Each checkpoint holds the train state (arrays) and a small JSON record (epoch,
 early-stopping counters, best step) so a restarted run continues exactly.
 
 Killed while saving, orbax leaves a `<step>.orbax-checkpoint-tmp-*` directory
-that is never taken for a checkpoint; we say so and remove it. A finished
+that is never taken for a checkpoint; the run that owns the workdir (it holds its lock) says
+so and removes it. Everything else reads through `Reader`, which never creates, cleans or
+deletes anything: a half-written directory it sees may be a live run's save in progress. A finished
 checkpoint that no longer reads (a damaged file) is moved to
 `checkpoints.unreadable/` (kept, not deleted) and the previous one is used.
 """
@@ -48,6 +50,8 @@ class _OrbaxLogFilter(py_logging.Filter):
     if '/orbax/' not in record.pathname:
       return True
     if record.levelno < py_logging.WARNING:
+      return False
+    if 'is read only' in str(record.msg):  # Reader's own choice, not a problem
       return False
     record.msg = ' '.join(str(record.getMessage()).splitlines()[:1])[:300]
     record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
@@ -215,17 +219,6 @@ class Checkpoints:
     restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored['meta'])
 
-  def restore_raw(self, step: int) -> tuple[dict, dict]:
-    """Restores `step` as nested dicts of arrays on this process's first device, whatever
-    the devices and hosts that saved it (for inspection and tests)."""
-    one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
-                            self.manager.item_metadata(step)['state'])
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                      meta=ocp.args.JsonRestore()))
-    return restored['state'], dict(restored['meta'])
-
   def _previous(self, step: int | None) -> str:
     older = [s for s in self.all_steps() if step is None or s < step]
     return f'the checkpoint of step {max(older)}' if older else 'a fresh start (no older checkpoint)'
@@ -275,4 +268,60 @@ class Checkpoints:
 
   def close(self):
     self.wait()
+    self.manager.close()
+
+
+class Reader:
+  """A read-only view of a checkpoint folder that a training run may be writing right now
+  (evaluate, visualize, a study's scoring): orbax in read-only mode, so nothing in the folder
+  is created, cleaned or deleted, and a step the writer removes while it is being read is
+  reported as `Gone` so the caller can pick again."""
+
+  class Gone(Exception):
+    """The step was deleted (by the run that owns the folder) while it was being read."""
+
+  def __init__(self, directory: str):
+    quiet_orbax()
+    self.directory = directory
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, create=False, cleanup_tmp_directories=False, save_interval_steps=0,
+        enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(
+        directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
+
+  def steps(self) -> list[int]:
+    """The finished checkpoints now on disk (re-listed at every call)."""
+    self.manager.reload()
+    return sorted(self.manager.all_steps())
+
+  def _read(self, step: int, args):
+    try:
+      return self.manager.restore(step, args=args)
+    except Exception:  # pylint: disable=broad-except
+      if step not in self.steps():
+        raise Reader.Gone(step) from None
+      raise
+
+  def meta(self, step: int) -> dict:
+    return dict(self._read(step, ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+
+  def restore_raw(self, step: int) -> tuple[dict, dict]:
+    """Restores `step` as nested dicts of arrays on this process's first device, whatever
+    the devices and hosts that saved it."""
+    one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    try:
+      metadata = self.manager.item_metadata(step)['state']
+    except Exception:  # pylint: disable=broad-except
+      if step not in self.steps():
+        raise Reader.Gone(step) from None
+      raise
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
+                            metadata)
+    restored = self._read(step, ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                   meta=ocp.args.JsonRestore()))
+    return restored['state'], dict(restored['meta'])
+
+  def close(self):
     self.manager.close()

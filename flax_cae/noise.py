@@ -21,18 +21,23 @@ from flax_cae.errors import ConfigError, unknown_name
 NOISES = ('none', 'gaussian', 'salt_pepper')
 
 
+# The largest Gaussian sigma accepted: pixels live in [0, 1], so a larger one only clips the
+# input to black and white (S3 and S4 use 0.1-0.5).
+MAX_SIGMA = 1.0
+
+
 def check(noise) -> None:
   """One sentence for a bad data.noise (before anything is read)."""
   kind = noise.get('kind', 'none')
   if kind not in NOISES:
     raise unknown_name('data.noise.kind', kind, NOISES)
   sigma, amount = noise.get('sigma', 0.1), noise.get('amount', 0.05)
-  if kind == 'gaussian' and (isinstance(sigma, bool) or not isinstance(sigma, (int, float))
-                             or not sigma > 0):
-    raise ConfigError(f'data.noise.sigma must be a number > 0 (the Gaussian noise\'s standard '
-                      f'deviation, pixels in [0, 1]), got {sigma!r}.')
-  if kind == 'salt_pepper' and (isinstance(amount, bool) or not isinstance(amount, (int, float))
-                                or not 0 < amount <= 1):
+  # Both are checked whatever the kind: a bad value waiting for the kind to change is still bad.
+  if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= MAX_SIGMA:
+    raise ConfigError(f'data.noise.sigma must be a number in (0, {MAX_SIGMA:g}] (the Gaussian '
+                      f'noise\'s standard deviation, pixels in [0, 1]; at {MAX_SIGMA:g} the '
+                      f'clipped input is already mostly noise), got {sigma!r}.')
+  if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount <= 1:
     raise ConfigError(f'data.noise.amount must be in (0, 1] (the share of pixels replaced), '
                       f'got {amount!r}.')
 

@@ -39,6 +39,7 @@ import csv
 import json
 import math
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -111,10 +112,22 @@ def _check_study(study, base):
   if study.x_axis and study.x_axis not in train.flat_config(base):
     raise ConfigError(f'study.x_axis={study.x_axis!r} is not a config field; give one the '
                       'members vary, e.g. --config.study.x_axis=model.rate.')
-  only = [n for n in study.only.split(',') if n] if study.only else []
+  for key in ('tune_learning_rate', 'visualize', 'rate_distortion'):
+    if not isinstance(study.get(key, False), bool):
+      raise ConfigError(f'study.{key} must be true or false, got {study[key]!r}; set '
+                        f'--config.study.{key}=true or false.')
+  only = [n.strip() for n in str(study.only).split(',')]
+  if not any(only):
+    raise ConfigError('study.only is empty; name the members to train, e.g. '
+                      f'--config.study.only={",".join(list(study.members.keys())[:2])}, or leave '
+                      f'the flag out to train them all ({", ".join(study.members.keys())}).')
   for name in only:
     if name not in study.members:
       raise errors.unknown_name('study member', name, list(study.members.keys()))
+  twice = sorted({n for n in only if only.count(n) > 1})
+  if twice:
+    raise ConfigError(f'study.only names {", ".join(twice)} more than once; name each member '
+                      f'once, e.g. --config.study.only={",".join(dict.fromkeys(only))}.')
   if study.get('rate_distortion', False):
     steps, qualities = tuple(study.rd_steps), tuple(study.rd_qualities)
     if not steps or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0
@@ -133,7 +146,50 @@ def _check_study(study, base):
     if study.tune_epochs > base.num_epochs:
       raise ConfigError(f'study.tune_epochs ({study.tune_epochs}) is longer than training '
                         f'({base.num_epochs} epochs); lower it.')
-  return only or list(study.members.keys())
+  return only
+
+
+def _member_error(error: ConfigError, name: str, overrides) -> ConfigError:
+  """A member's bad value, named as the member's field: the flags in the message that the
+  member overrides become --config.study.members.NAME.FIELD."""
+  text = str(error)
+  keys = sorted(train.flat_config(overrides.to_dict() if hasattr(overrides, 'to_dict')
+                                  else dict(overrides)), key=len, reverse=True)
+  named = False
+  for key in keys:
+    if f'--config.{key}=' in text or key in text:
+      text = text.replace(f'--config.{key}=', f'--config.study.members.{name}.{key}=')
+      named = True
+  return ConfigError(f'study member {name!r}: {text}' if named else text)
+
+
+def _check_together(study, members):
+  """train_together=yes: every member (and seed) must fit one compiled program."""
+  if study.train_together != 'yes' or len(members) < 2:
+    return
+  first_name, first = members[0][0], members[0][1][0]
+  strip = lambda c: {k: v for k, v in train.flat_config(c).items()
+                     if k not in train.MEMBER_NUMBERS}
+  for name, configs in members[1:]:
+    a, b = strip(first), strip(configs[0])
+    diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    if diff:
+      raise ConfigError(
+          f'study.train_together=yes, but members {first_name!r} and {name!r} cannot share one '
+          f'compiled program (they differ in {diff}; only {", ".join(train.MEMBER_NUMBERS)} may '
+          'differ); set --config.study.train_together=auto (groups what can share) or no.')
+
+
+def _check_x_axis(study, members):
+  if not study.x_axis:
+    return
+  values = {name: train.flat_config(configs[0]).get(study.x_axis) for name, configs in members}
+  if len({json.dumps(v) for v in values.values()}) < 2:
+    raise ConfigError(
+        f'study.x_axis={study.x_axis} is the same for every member trained here '
+        f'({next(iter(values.values()))!r}), so there is no curve to draw; give a field the '
+        'members vary (e.g. model.rate in configs/studies/s2_compression_rate.py), or '
+        '--config.study.x_axis= for none.')
 
 
 def plan(config):
@@ -158,11 +214,16 @@ def plan(config):
                         'what the inputs are corrupted with, may differ).')
     c = copy.deepcopy(base)
     _update(c, overrides, f'study.members.{name}')
-    train.validate(c, 1)
-    # The model's own checks (widths per stage, skips, code grid) need only the images' shape.
-    models.build_model(c.model, sources.image_shape(
-        c.data.name, image_size=c.data.get('image_size'), channels=c.data.get('channels')))
+    try:
+      train.validate(c, 1)
+      # The model's own checks (widths per stage, skips, code grid) need only the images' shape.
+      models.build_model(c.model, sources.image_shape(
+          c.data.name, image_size=c.data.get('image_size'), channels=c.data.get('channels')))
+    except ConfigError as e:
+      raise _member_error(e, name, overrides) from None
     members.append((name, [_with_seed(c, c.seed + s) for s in range(study.num_seeds)]))
+  _check_together(study, members)
+  _check_x_axis(study, members)
   if len(study.classifier) and not study.classifier_workdir:
     classifier_config(base, study)  # its names and values, before anything is trained
   return base, study, members
@@ -299,23 +360,18 @@ def classifier_config(base, study):
 
 
 def get_classifier(base, study, workdir, splits):
-  """The study's classifier, loaded from study.classifier_workdir or trained on the
-  original training images in WORKDIR/classifier (once; a rerun reuses it). None when the
-  study has none; {'preempted': True} when SIGTERM stopped its training."""
-  if study.classifier_workdir:
-    trained = evaluate_lib.load_trained(study.classifier_workdir,
-                                        '--config.study.classifier_workdir')
-  elif len(study.classifier):
-    c = classifier_config(base, study)
-    cdir = os.path.join(workdir, 'classifier')
-    out = train_jobs([('classifier', cdir, c)], workdir, splits, False, '')
-    if out.get('preempted'):
-      return out
-    trained = evaluate_lib.load_trained(cdir)
-  else:
+  """The study's classifier trained from study.classifier's overrides on the original
+  training images in WORKDIR/classifier (once; a rerun reuses it). None when the study has
+  none (or gives a finished one as study.classifier_workdir: run_study loads that);
+  {'preempted': True} when SIGTERM stopped its training."""
+  if not len(study.classifier):
     return None
-  evaluate_lib.check_compatible(trained, splits['train'].image_shape, 'this study\'s data')
-  return trained
+  c = classifier_config(base, study)
+  cdir = os.path.join(workdir, 'classifier')
+  out = train_jobs([('classifier', cdir, c)], workdir, splits, False, '')
+  if out.get('preempted'):
+    return out
+  return evaluate_lib.load_trained(cdir)
 
 
 def classifier_scores(classifier, split, rows):
@@ -338,7 +394,8 @@ def run_study(config, workdir: str) -> dict:
   """Trains every member of the study `config` in `workdir` and writes its tables and
   figures (see the module docstring). Returns {'rows': [...], 'pca': [...]}."""
   base, study, members = plan(config)
-  workdir, _ = workdir_lib.make(workdir)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir_lib.check_kind(workdir, 'study', study.get('name', ''))
   together = {'yes': True, 'no': False}.get(study.train_together,
                                             TOGETHER_AUTO.get(jax.default_backend(), False))
   with train.random_streams():
@@ -347,8 +404,28 @@ def run_study(config, workdir: str) -> dict:
       base.eval_batch_size = base.batch_size
     train.validate(base, mesh.devices.size)
     splits = train.load_data(base, mesh)  # read once, shared by every member
+  given = None  # a finished classifier, checked before the study's workdir is made
+  if study.classifier_workdir:
+    given = evaluate_lib.load_trained(study.classifier_workdir,
+                                      '--config.study.classifier_workdir')
+    evaluate_lib.check_compatible(given, splits['train'].image_shape, 'this study\'s data',
+                                  '--config.study.classifier_workdir')
+  workdir, created = workdir_lib.make(workdir)
+  try:
+    if writers.is_writer():
+      workdir_lib.mark_study(workdir, study.get('name', ''))
+    return _train_and_report(base, study, members, workdir, splits, together, given)
+  except errors.UserError:
+    written = [f for d, _, files in os.walk(workdir) for f in files
+               if os.path.join(d, f) != os.path.join(workdir, workdir_lib.STUDY_FILE)]
+    if created and not written:  # refused before anything was trained: leave no workdir
+      shutil.rmtree(workdir)
+    raise
 
-  classifier = get_classifier(base, study, workdir, splits)
+
+def _train_and_report(base, study, members, workdir, splits, together, given) -> dict:
+  """run_study's work once everything is checked: train, score, write."""
+  classifier = given or get_classifier(base, study, workdir, splits)
   if isinstance(classifier, dict):
     logging.warning('Study stopped by SIGTERM; run the same command to resume it.')
     return {'preempted': True}

@@ -113,8 +113,15 @@ class Classification:
 
   metric_names = ('accuracy', 'cross_entropy')
 
+  LOSS = 'cross_entropy'
+
   def __init__(self, config):
-    del config  # config.loss is for reconstructions; a classifier's loss is cross-entropy
+    if config.loss.name != self.LOSS:  # what results.json reports must be what was trained
+      raise ConfigError(
+          f'{config.model.name} is a classifier, trained on cross-entropy: loss.name='
+          f'{config.loss.name!r} does not apply to it; set --config.loss.name={self.LOSS} '
+          '(configs/cifar10_lenet5.py does).')
+    self.loss_name = self.LOSS
     self.default_weights = {}
 
   def pair(self, images_u8, labels, keys):

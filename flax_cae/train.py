@@ -12,8 +12,6 @@ import dataclasses
 import functools
 import json
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -26,7 +24,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from flax_cae import errors, host_memory, optim, streams, tasks, writers
+from flax_cae import errors, host_memory, optim, preemption, streams, tasks, writers
 from flax_cae import noise as noise_lib
 from flax_cae import workdir as workdir_lib
 from flax_cae import metrics as metrics_lib
@@ -184,6 +182,14 @@ class Trainer:
   # --- state ---------------------------------------------------------------------
 
   def init_state(self) -> TrainState:
+    return jax.jit(self._init_fn(), out_shardings=self.rep,
+                   compiler_options=init_compiler_options())()
+
+  def state_shapes(self):
+    """The train state's shapes and dtypes, without allocating it."""
+    return jax.eval_shape(self._init_fn())
+
+  def _init_fn(self):
     shape = self.model.opts.image_shape
 
     def init(numbers):
@@ -202,8 +208,7 @@ class Trainer:
       return EmaTrainState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
                            ema_params=params)
 
-    return jax.jit(self._vmapped(init, ()), out_shardings=self.rep,
-                   compiler_options=init_compiler_options())()
+    return self._vmapped(init, ())
 
   # --- training ------------------------------------------------------------------
 
@@ -475,6 +480,58 @@ def validate(config, n_devices: int):
                       f'{patience!r}.')
   if config.data.name not in sources.dataset_names():
     raise errors.unknown_name('data set', config.data.name, sources.dataset_names())
+  h, w, _ = sources.image_shape(config.data.name, image_size=config.data.get('image_size'),
+                                channels=config.data.get('channels'))
+  if tasks.get_task(config).reconstructs and min(h, w) < metrics_lib.SSIM_WINDOW:
+    sized = config.data.name in ('image_folder', 'lfw')
+    raise ConfigError(
+        f'{config.data.name} images of {h}x{w} pixels are smaller than the '
+        f'{metrics_lib.SSIM_WINDOW}x{metrics_lib.SSIM_WINDOW} window SSIM is measured with '
+        f'(every autoencoder is scored by SSIM); '
+        + (f'set --config.data.image_size to at least ({metrics_lib.SSIM_WINDOW}, '
+           f'{metrics_lib.SSIM_WINDOW}).' if sized else 'use larger images.'))
+
+
+def device_memory_bytes(device) -> tuple[int, str]:
+  """(bytes one device can hold, what that is): the accelerator's own limit, or on the CPU the
+  memory the machine has available now (all CPU devices of a process share it)."""
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except  (not every backend reports)
+    pass
+  if stats and stats.get('bytes_limit'):
+    return int(stats['bytes_limit']), f'one {device.device_kind} holds'
+  available = None
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          available = int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  if available is None:
+    available = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  n = max(1, len(jax.local_devices()))
+  return available // n, ('this machine has available' if n == 1 else
+                          f'each of the {n} CPU devices gets of what this machine has available')
+
+
+def check_memory(trainer: 'Trainer', config, n_params: int):
+  """Refuses, before anything is allocated or written, a model whose train state and
+  gradients alone do not fit one device (each device holds a whole replica)."""
+  shapes = trainer.state_shapes()
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+  grads = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes.params))
+  need = state_bytes + grads
+  limit, what = device_memory_bytes(trainer.mesh.devices.flat[0])
+  if need > limit:
+    gib = lambda b: f'{b / 2**30:,.1f} GiB'
+    raise ConfigError(
+        f'{config.model.name} here has {n_params:,} parameters: its train state and gradients '
+        f'need {gib(need)} per device (parameters, gradients, the {config.optimizer.name} state'
+        f'{" and the EMA" if config.get("ema_decay") else ""}), more than the {gib(limit)} '
+        f'{what}; make the model smaller (--config.model.latent_dim, hidden_dim or widths).')
 
 
 def load_data(config, mesh):
@@ -509,43 +566,7 @@ def _fmt_time(seconds: float) -> str:
 random_streams = streams.context  # (kept here too: benchmarks and studies call it by this name)
 
 
-class StopOnSigterm:
-  """SIGTERM (how pods and SLURM preempt) and Ctrl-C (SIGINT) ask the loop to save and stop,
-  not to die.
-
-  One process: a Python signal handler sets a flag the loop reads after each call; a second
-  Ctrl-C interrupts at once (Python's default). Many processes: JAX's preemption service
-  (started by jax.distributed) catches SIGTERM on any host and
-  `reached_preemption_sync_point` turns True on all of them at the same call, so they save
-  the same step together.
-  """
-
-  NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'Ctrl-C'}
-
-  def __enter__(self):
-    self.signalled = None  # the name of the signal that came
-    self.previous = {}
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      for sig in self.NAMES:
-        self.previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if signum == signal.SIGINT and self.signalled:
-      raise KeyboardInterrupt  # the second Ctrl-C: stop now
-    self.signalled = self.NAMES[signum]
-    logging.warning('%s received: saving a checkpoint after the current step%s.', self.signalled,
-                    ' (Ctrl-C again to stop at once)' if signum == signal.SIGINT else '')
-
-  def reached(self, call_index: int) -> bool:
-    if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(call_index)
-    return bool(self.signalled)
-
-  def __exit__(self, *exc):
-    for sig, previous in self.previous.items():
-      signal.signal(sig, previous)
+StopOnSigterm = preemption.StopOnSigterm  # (the loop reads it by this name)
 
 
 # --- one run, as parts: create_run, train_call, log_train, evaluate_and_save, finish ----------
@@ -710,6 +731,7 @@ def create_run(config, workdir: str, splits: dict | None = None,
     if config.early_stopping.patience:
       raise ConfigError('members trained together cannot stop early one by one; set '
                         '--config.early_stopping.patience=0 or train them one after another.')
+  workdir_lib.check_kind(os.path.abspath(os.path.expanduser(workdir)), 'run')
   workdir, created = workdir_lib.make(workdir)
   lock = workdir_lib.Lock(workdir).__enter__()  # before anything is read or written
   try:
@@ -746,8 +768,10 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
   steps_per_epoch = train.n // config.batch_size
   trainer = Trainer(config, model, mesh, steps_per_epoch, members=(
       None if numbers is None else {k: jnp.asarray(v) for k, v in numbers.items()}))
+  n_params = sum(x.size for x in jax.tree.leaves(trainer.state_shapes().params)) // (
+      len(members) if members is not None else 1)
+  check_memory(trainer, config, n_params)
   state = trainer.init_state()
-  n_params = sum(x.size for x in jax.tree.leaves(trainer.member_slice(state, 0).params))
   steps_per_call = config.steps_per_call or DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1)
   member_list = ([Member(config.model.name, workdir, config)] if members is None else
                  [Member(name, os.path.abspath(d), c) for name, d, c in members])

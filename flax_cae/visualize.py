@@ -2,8 +2,8 @@
 
   python -m flax_cae.visualize --workdir=DIR
 
-For any finished autoencoder workdir (a VAE is mapped by its posterior mean) it writes
-DIR/visualize/:
+For an autoencoder workdir (a VAE is mapped by its posterior mean) it writes DIR/visualize/
+(or --out=FOLDER):
 
   tsne_2d.png, tsne_3d.png   scikit-learn's t-SNE of the codes of the first --max_points
                              images of the evaluation split, coloured by label
@@ -13,16 +13,20 @@ DIR/visualize/:
                              training (reconstructions/step_*.png), stacked: how outputs evolved
 
 A denoiser is shown the inputs it was trained for: the evaluation's noisy images.
+
+It only reads the run (evaluate.load_trained): of a run still training, its best checkpoint so
+far; nothing of the run's own files or checkpoints is written, cleaned or deleted.
 """
 
+import copy
 import glob
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_cae import cli
 from flax_cae import evaluate as evaluate_lib
 from flax_cae import noise as noise_lib
 from flax_cae.data import pipeline, sources
@@ -59,17 +63,19 @@ def _flat(code):
   return np.concatenate([np.asarray(v, np.float32).reshape(len(v), -1) for v in code.values()], 1)
 
 
-def visualize(workdir: str, max_points: int = 2000, data_dir: str = '') -> dict:
-  """Writes WORKDIR/visualize/*.png (module docstring); returns {name: path}."""
+def visualize(workdir: str, max_points: int = 2000, data_dir: str = '', out: str = '') -> dict:
+  """Writes WORKDIR/visualize/*.png, or OUT/*.png (module docstring); returns {name: path}."""
+  if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 5:
+    raise ConfigError(f'--max_points must be an integer >= 5 (t-SNE needs at least 5 codes), '
+                      f'got {max_points!r}; e.g. --max_points=2000.')
   trained = evaluate_lib.load_trained(workdir)
   if trained.task == 'classification':
     raise ConfigError(f'--workdir={trained.workdir} holds a classifier, which has no latent '
                       'space to show; give an autoencoder workdir.')
-  data = trained.config.data
+  data = copy.deepcopy(trained.config.data)
   if data_dir:
     data.data_dir = data_dir
-  split_name = trained.results.get('eval_split', 'test')
-  split = pipeline.load_split(data, split_name, pipeline.make_mesh(jax.local_devices()[:1]), 1)
+  split_name, split = evaluate_lib.eval_split(trained, data_dir)
   n = min(max_points, split.n)
   if n < 5:
     raise ConfigError(f'the {split_name} split of {trained.workdir} holds {split.n} images; '
@@ -80,8 +86,13 @@ def visualize(workdir: str, max_points: int = 2000, data_dir: str = '') -> dict:
   names = _class_names(data, split_name)
   x = _inputs(trained, images)
   code = _codes(trained, x)
-  out_dir = os.path.join(trained.workdir, 'visualize')
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = os.path.abspath(os.path.expanduser(out)) if out else os.path.join(trained.workdir,
+                                                                             'visualize')
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f'--out={out_dir} cannot be used ({e.strerror or e}); choose a folder you '
+                      'can write to.') from None
   written = {}
   written.update(_tsne(out_dir, _flat(code), labels, names, trained))
   written['interpolations'] = _interpolations(out_dir, trained, code, x, labels, names)
@@ -199,17 +210,21 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    written = visualize(f.workdir, f.max_points, f.data_dir)
+    if not f.workdir:
+      raise ConfigError('--workdir is required: the autoencoder workdir to visualize, e.g. '
+                        'python -m flax_cae.visualize --workdir=workdirs/default.')
+    written = visualize(f.workdir, f.max_points, f.data_dir, f.out)
   except UserError as e:
-    sys.stderr.write(f'flax-cae: error: {e}\n')
-    sys.exit(2)
+    cli.fail(str(e))
   for name, path in written.items():
     print(f'{name}: {path}')
 
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('workdir', None, 'A finished autoencoder workdir.', required=True)
-  flags.DEFINE_integer('max_points', 2000, 'Test images in the t-SNE maps.')
+  flags.DEFINE_string('workdir', None, 'An autoencoder workdir (finished, or training now: '
+                      'its best checkpoint so far).')
+  flags.DEFINE_integer('max_points', 2000, 'Test images in the t-SNE maps (at least 5).')
   flags.DEFINE_string('data_dir', '', "Where the data set is prepared, if not the run's.")
-  app.run(main)
+  flags.DEFINE_string('out', '', 'Where the pictures go (default: WORKDIR/visualize).')
+  app.run(main, flags_parser=cli.parse_flags)

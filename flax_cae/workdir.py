@@ -41,6 +41,40 @@ def make(workdir: str) -> tuple[str, bool]:
   return path, created
 
 
+STUDY_FILE = 'study.json'
+
+
+def check_kind(workdir: str, kind: str, name: str = ''):
+  """A workdir holds one single run or one study: a study in a single run's workdir, a
+  single run in a study's, or a study in another study's is one sentence."""
+  if not os.path.isdir(workdir):
+    return
+  has = lambda f: os.path.exists(os.path.join(workdir, f))
+  is_study = has(STUDY_FILE) or has('members')
+  is_run = has('config.json') or has('checkpoints')
+  if kind == 'study' and is_run and not is_study:
+    raise ConfigError(f'--workdir={workdir} holds a single run (config.json, checkpoints/); a '
+                      'study needs a workdir of its own: give a new --workdir.')
+  if kind == 'run' and is_study:
+    raise ConfigError(f'--workdir={workdir} holds a study (study.json, members/); a single run '
+                      'needs a workdir of its own: give a new --workdir (each member\'s own '
+                      'run is in WORKDIR/members/NAME).')
+  if kind == 'study' and name and has(STUDY_FILE):
+    with open(os.path.join(workdir, STUDY_FILE)) as f:
+      saved = json.load(f).get('name')
+    if saved and saved != name:
+      raise ConfigError(f'--workdir={workdir} holds the study {saved!r}, not {name!r}; give a '
+                        'new --workdir for this one.')
+
+
+def mark_study(workdir: str, name: str):
+  """Writes WORKDIR/study.json, which tells later runs that this workdir holds a study."""
+  path = os.path.join(workdir, STUDY_FILE)
+  if not os.path.exists(path):
+    with open(path, 'w') as f:
+      json.dump({'name': name}, f)
+
+
 def _alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)
@@ -49,6 +83,31 @@ def _alive(pid: int) -> bool:
   except PermissionError:  # someone else's, but alive
     return True
   return True
+
+
+def holder(workdir: str) -> dict | None:
+  """The lock's record ({pid, host, since}) when a run is using `workdir` now, else None (no
+  lock, or one left by a process that has ended on this host). Readers call it to say that
+  what they read is a run in progress."""
+  try:
+    with open(os.path.join(workdir, LOCK_FILE)) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(record, dict):
+    return None
+  if (record.get('host') == socket.gethostname() and isinstance(record.get('pid'), int)
+      and not _alive(record['pid'])):
+    return None
+  return record
+
+
+def describe_holder(record: dict) -> str:
+  return (f'process {record.get("pid")} on host {record.get("host")} (since '
+          f'{record.get("since")})')
+
+
+HELD = set()  # lock files this process holds (preemption.py removes them on a forced exit)
 
 
 class Lock:
@@ -75,12 +134,12 @@ class Lock:
           os.remove(self.path)
           continue
         raise ConfigError(
-            f'{os.path.dirname(self.path)!r} is in use by process {other.get("pid")} on host '
-            f'{other.get("host")} (since {other.get("since")}); wait for that run to end or use '
+            f'{os.path.dirname(self.path)!r} is in use by {describe_holder(other)}; wait for that run to end or use '
             f'another --workdir (if that process is gone, delete {self.path}).') from None
       with os.fdopen(fd, 'w') as f:
         json.dump(me, f)
       self.held = True
+      HELD.add(self.path)
       return self
     raise ConfigError(f'could not take {self.path}; delete it if no run uses this workdir.')
 
@@ -94,6 +153,7 @@ class Lock:
   def __exit__(self, *exc):
     if self.held:
       self.held = False
+      HELD.discard(self.path)
       try:
         os.remove(self.path)
       except FileNotFoundError:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flax_cae import train
-from flax_cae.checkpoint import Checkpoints
+from flax_cae.checkpoint import Checkpoints, Reader
 from test_multihost import _without_layer_biases
 from test_training import tiny_config
 
@@ -29,7 +29,7 @@ def data_dir(tmp_path_factory):
 
 
 def _params(directory, step):
-  ckpts = Checkpoints(os.path.join(directory, 'checkpoints'), keep=10)
+  ckpts = Reader(os.path.join(directory, 'checkpoints'))
   state, meta = ckpts.restore_raw(step)
   ckpts.close()
   return state['params'], meta

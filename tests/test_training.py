@@ -11,7 +11,7 @@ import pytest
 
 from configs import default
 from flax_cae import models, train
-from flax_cae.checkpoint import Checkpoints
+from flax_cae.checkpoint import Checkpoints, Reader
 from flax_cae.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,8 +50,8 @@ def read_metrics(workdir, split):
 
 
 def final_params(workdir):
-  ckpts = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=10)
-  state, meta = ckpts.restore_raw(ckpts.latest_step())
+  ckpts = Reader(os.path.join(workdir, 'checkpoints'))
+  state, meta = ckpts.restore_raw(ckpts.steps()[-1])
   ckpts.close()
   return state['params'], meta
 
@@ -93,10 +93,12 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
     ckpts.save(step, {'w': state['w'] + step}, {'epoch': step}, metrics={'psnr': psnr})
   ckpts.wait()
   assert ckpts.all_steps() == [2, 4, 5]   # best (30 dB at step 2) + latest two
-  restored, meta = ckpts.restore_raw(2)
+  ckpts.close()
+  reader = Reader(str(tmp_path / 'ckpt'))
+  restored, meta = reader.restore_raw(2)
   np.testing.assert_array_equal(restored['w'], state['w'] + 2)
   assert meta == {'epoch': 2}
-  ckpts.close()
+  reader.close()
 
 
 def test_final_results_use_the_best_checkpoint(tmp_path, data_dir):

@@ -22,7 +22,7 @@ def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
       tune_epochs=1,            # length of each tuning run, in epochs
       num_grid_images=8,        # test images in reconstructions.png
       # S2: a classifier judges every member's reconstructions. `classifier` overrides the
-      # base config to train one on the original images (e.g. {'model': {'name': 'lenet5'}});
+      # base config to train one on the original images (e.g. {'model': {'name': 'lenet5'}, 'loss': {'name': 'cross_entropy'}});
       # `classifier_workdir` reuses a finished one instead.
       classifier={},
       classifier_workdir='',

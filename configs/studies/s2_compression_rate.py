@@ -36,5 +36,6 @@ def get_config():
   return study_config(
       c, 's2_compression_rate',
       {f'rate_{r}': {'model': {'rate': r}} for r in RATES},
-      classifier={'model': {'name': 'lenet5'}, 'early_stopping': {'metric': 'accuracy'}},
+      classifier={'model': {'name': 'lenet5'}, 'loss': {'name': 'cross_entropy'},
+                  'early_stopping': {'metric': 'accuracy'}},
       x_axis='model.rate')
