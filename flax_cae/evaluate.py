@@ -142,8 +142,8 @@ def _read_kept(reader: Reader, workdir, flag, results, running, config):
     elif not steps:
       raise ConfigError(
           f'{flag}={workdir} is being trained now by {workdir_lib.describe_holder(running)} and '
-          'has no checkpoint yet; run this again after its first one (every '
-          f'{config.get("checkpoint_every_epochs", 1)} epochs).')
+          'has no checkpoint yet; run this again after its first one (it saves every '
+          f'checkpoint_every_epochs={config.get("checkpoint_every_epochs", 1)} epochs).')
     else:  # the run's own record says which checkpoint it keeps as the best so far
       try:
         meta = reader.meta(steps[-1])

@@ -65,9 +65,7 @@ def _flat(code):
 
 def visualize(workdir: str, max_points: int = 2000, data_dir: str = '', out: str = '') -> dict:
   """Writes WORKDIR/visualize/*.png, or OUT/*.png (module docstring); returns {name: path}."""
-  if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 5:
-    raise ConfigError(f'--max_points must be an integer >= 5 (t-SNE needs at least 5 codes), '
-                      f'got {max_points!r}; e.g. --max_points=2000.')
+  _check_max_points(max_points)
   trained = evaluate_lib.load_trained(workdir)
   if trained.task == 'classification':
     raise ConfigError(f'--workdir={trained.workdir} holds a classifier, which has no latent '
@@ -100,6 +98,12 @@ def visualize(workdir: str, max_points: int = 2000, data_dir: str = '', out: str
   if snapshots:
     written['snapshots'] = snapshots
   return written
+
+
+def _check_max_points(max_points):
+  if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 5:
+    raise ConfigError(f'--max_points must be an integer >= 5 (t-SNE needs at least 5 codes), '
+                      f'got {max_points!r}; e.g. --max_points=2000.')
 
 
 def _class_names(data, split_name):
@@ -210,6 +214,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
+    _check_max_points(f.max_points)
     if not f.workdir:
       raise ConfigError('--workdir is required: the autoencoder workdir to visualize, e.g. '
                         'python -m flax_cae.visualize --workdir=workdirs/default.')

@@ -64,7 +64,9 @@ BAD_FLAGS = [
     (['--config.augment=mirror'], "Unknown augment 'mirror'; valid augment names are: flip, flip_crop, none"),
     (['--config.model.name=balle2017', '--config.loss.rd_lambda=0'],
      'loss.rd_lambda must be a number > 0 (the weight of distortion against rate'),
-    (['--config.model.name=lenet5'],  # the default config watches PSNR, which a classifier lacks
+    (['--config.model.name=lenet5'],  # the default config's loss is MSE
+     "lenet5 is a classifier, trained on cross-entropy: loss.name='mse' does not apply"),
+    (['--config.model.name=lenet5', '--config.loss.name=cross_entropy'],  # and it watches PSNR
      "Unknown early-stopping metric 'psnr'; valid early-stopping metric names are: accuracy, "
      'cross_entropy, loss'),
     (['--config=configs/no_such_config.py'], 'no_such_config.py'),

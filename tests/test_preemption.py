@@ -160,3 +160,48 @@ def test_never_retrieved_orbax_task_failures_are_dropped_from_the_log():
                              None, (type(exc), exc, exc.__traceback__))
   assert not f.filter(record(raised_in('/site-packages/orbax/checkpoint/serialization.py')))
   assert f.filter(record(raised_in('/home/user/my_code.py')))
+
+
+# A process whose main thread never returns to the training loop (as one stuck in native code:
+# an allocation that never ends): Python's signal handler runs, but nothing reads its flag.
+BLOCKED = '''
+import os, sys
+from flax_cae import preemption, workdir
+preemption.GRACE_SECONDS = float(sys.argv[2])
+preemption.install()
+lock = workdir.Lock(sys.argv[1]).__enter__()
+run = preemption.StopOnSigterm() if sys.argv[3] == 'run' else None
+if run:
+  run.__enter__()
+print('blocked', flush=True)
+os.read(os.pipe()[0], 1)
+'''
+
+
+@pytest.mark.parametrize('where,grace,sig,code', [
+    ('run', 2.0, signal.SIGTERM, 143), ('setup', 60.0, signal.SIGTERM, 143),
+    ('run', 2.0, signal.SIGINT, 130)])
+def test_a_blocked_process_still_ends_within_seconds(tmp_path, where, grace, sig, code):
+  """Inside a run the loop gets GRACE_SECONDS to save; outside one (set-up, compiling) SIGTERM
+  ends the process at once. The workdir's lock goes with it."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from launching import ROOT, env  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen([sys.executable, '-c', BLOCKED, str(tmp_path), str(grace), where],
+                          cwd=ROOT, env=env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    assert proc.stdout.readline().strip() == 'blocked'
+    assert (tmp_path / '.lock').exists()
+    start = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=grace + 20)
+    took = time.monotonic() - start
+  finally:
+    proc.kill()
+  err = proc.stderr.read()
+  assert proc.returncode == code, err[-2000:]
+  assert (took >= grace - 0.5) if where == 'run' else took < 10, took
+  assert 'checkpoints written so far are kept' in err and 'Traceback' not in err
+  assert not (tmp_path / '.lock').exists()
