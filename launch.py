@@ -53,15 +53,13 @@ def _parse_flags(argv):
   """absl's parser, but a config file that is missing or broken is one sentence, status 2."""
   try:
     return FLAGS(argv)
-  except flags.IllegalFlagValueError as e:  # a --config.* value of the wrong type
-    if str(e).startswith('flag --config=') or '--debug' in argv:
-      raise
-    try:
-      config = FLAGS['config'].value
-    except Exception:  # pylint: disable=broad-except
-      config = None
-    _fail(cli.explain_flag_error(e, cli.config_lookup(config)))
   except flags.Error as e:
+    if isinstance(e, flags.IllegalFlagValueError) and str(e).startswith('flag --config.'):
+      try:  # a --config.* value of the wrong type: said in the field's terms
+        config = FLAGS['config'].value
+      except Exception:  # pylint: disable=broad-except
+        config = None
+      _fail(cli.explain_flag_error(e, cli.config_lookup(config)))
     cause = e.__cause__ or e.__context__  # e.g. "Error whilst parsing config file:" alone
     last = ([l.strip() for l in str(cause).splitlines() if l.strip()] or [''])[-1]
     reason = f' ({type(cause).__name__}: {last[:300]})' if cause and str(cause) not in str(e) else ''

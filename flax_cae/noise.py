@@ -36,10 +36,11 @@ def check(noise) -> None:
   if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= MAX_SIGMA:
     raise ConfigError(f'data.noise.sigma must be a number in (0, {MAX_SIGMA:g}] (the Gaussian '
                       f'noise\'s standard deviation, pixels in [0, 1]; at {MAX_SIGMA:g} the '
-                      f'clipped input is already mostly noise), got {sigma!r}.')
+                      f'clipped input is already mostly noise), got {sigma!r}; e.g. '
+                      '--config.data.noise.sigma=0.1.')
   if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount <= 1:
     raise ConfigError(f'data.noise.amount must be in (0, 1] (the share of pixels replaced), '
-                      f'got {amount!r}.')
+                      f'got {amount!r}; e.g. --config.data.noise.amount=0.05.')
 
 
 def is_on(noise) -> bool:

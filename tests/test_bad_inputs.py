@@ -184,6 +184,20 @@ def test_a_member_may_set_any_field_of_the_base_config(tmp_path, data_dir):
   assert json.load(open(study / 'members' / 'cae' / 'results.json'))['bottleneck_floats'] == 32
 
 
+def test_a_member_flag_sets_that_member_only():
+  """S3's two denoising members share one noise setting in the config file; a flag setting one
+  member's field leaves the other's as it was."""
+  from configs.studies import s3_faces  # pylint: disable=g-import-not-at-top
+  from flax_cae import cli, study  # pylint: disable=g-import-not-at-top
+  config = s3_faces.get_config()
+  argv = ['launch.py', '--config.study.members.cae_denoise.data.noise.sigma=0.3', '--debug']
+  cli.apply_member_flags(config, cli.take_member_flags(argv))
+  assert argv == ['launch.py', '--debug']
+  _, _, members = study.plan(config)
+  sigma = {name: configs[0].data.noise.sigma for name, configs in members}
+  assert sigma == {'fc_ae': 0.1, 'cae': 0.1, 'fc_ae_denoise': 0.1, 'cae_denoise': 0.3}
+
+
 TOOLS = [
     ('flax_cae.visualize', ['--max_points=0'], ['--max_points must be an integer >= 5']),
     ('flax_cae.visualize', ['--max_points=-5'], ['--max_points must be an integer >= 5']),

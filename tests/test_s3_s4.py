@@ -131,7 +131,7 @@ def test_a_denoiser_beats_its_noisy_input(tmp_path, mnist):
 
 BAD_NOISE = [
     ({'data.noise.kind': 'speckle'}, "valid data.noise.kind names are: gaussian, none, salt_pepper"),
-    ({'data.noise.sigma': 0.0}, 'data.noise.sigma must be a number > 0'),
+    ({'data.noise.sigma': 0.0}, 'data.noise.sigma must be a number in (0, 1]'),
     ({'data.noise.kind': 'salt_pepper', 'data.noise.amount': 1.5},
      'data.noise.amount must be in (0, 1]'),
     ({'model.name': 'conv_vae', 'model.beta': -1.0}, 'model.beta must be a number >= 0'),
@@ -226,5 +226,6 @@ def test_a_member_noise_is_checked_like_any_other(tmp_path):
                  '--config.study.members.cae_denoise.data.noise.sigma=-0.1'], timeout=300)
   lines = errors_of(log)
   assert rc == 2 and len(lines) == 1, log[-2000:]
-  assert 'data.noise.sigma must be a number > 0' in lines[0]
-  assert not (tmp_path / 'w' / 'members').exists()
+  assert "study member 'cae_denoise': data.noise.sigma must be a number in (0, 1]" in lines[0]
+  assert '--config.study.members.cae_denoise.data.noise.sigma' in lines[0]
+  assert not (tmp_path / 'w').exists()

@@ -61,7 +61,7 @@ BAD_STUDY_FLAGS = [
     ({'study.members.adam.optimizer.learning_rate': -1.0}, 'learning_rate must be > 0'),
     ({'model.widths': '(8, 8)'}, 'model.widths for improved_cae needs 4 entries'),
     ({'study.num_grid_images': 0}, 'study.num_grid_images must be a positive integer'),
-    ({'study.visualize': 'maybe'}, "--config.study.visualize=maybe: ('Non-boolean argument"),
+    ({'study.visualize': 'maybe'}, '--config.study.visualize=maybe is not true or false'),
     ({'study.x_axis': 'model.ratio'}, "study.x_axis='model.ratio' is not a config field"),
     ({'study.rate_distortion': True, 'study.rd_steps': '(0.5, -1.0)'},
      'study.rd_steps must be positive numbers (quantizer steps in standard deviations'),

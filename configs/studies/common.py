@@ -1,5 +1,7 @@
 """What every study config shares: the `study` section with its defaults."""
 
+import copy
+
 import ml_collections
 
 
@@ -8,6 +10,9 @@ def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
   """`base` (what every member shares) plus a `study` section; `members` maps a member's
   name to the config fields it overrides, as a partial config tree."""
   c = base
+  # One copy per member: ConfigDict keeps a dict shared by two members (e.g. the same noise
+  # settings) as one shared node, and a flag setting one member's field would set both.
+  members = {k: copy.deepcopy(v) for k, v in members.items()}
   c.study = ml_collections.ConfigDict(dict(
       name=name,
       members=members,
