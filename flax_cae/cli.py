@@ -50,8 +50,8 @@ def explain_value(flag: str, text: str, like) -> str:
   if isinstance(like, (tuple, list)):
     problem = _brackets(text)
     what = f'has {problem}' if problem else 'is not a tuple of values'
-    return (f'{given} {what}; give a tuple in quotes, e.g. {flag}="{_show(tuple(like)) if like else "(16, 32, 64)"}"'
-            ' ("()" for an empty one).')
+    example = _show(tuple(like)) if like else '(16, 32, 64)'
+    return f'{given} {what}; give a tuple in quotes, e.g. {flag}="{example}" ("()" for none).'
   return f'{given} is not a valid value; e.g. {example}.'
 
 
@@ -153,9 +153,10 @@ def apply_member_flags(config, taken):
         raise ConfigError(f'{flag}: there is no study member {name!r}; valid study member names '
                           f'are: {", ".join(sorted(members.keys()))}.')
       parts = field.split('.') if field else []
-      like, node = base, None
+      like = base  # the base config's value of the field: its type reads the flag's value
       for part in parts:
-        like = like[part] if isinstance(like, (dict, ml_collections.ConfigDict)) and part in like else _MISSING
+        is_tree = isinstance(like, (dict, ml_collections.ConfigDict))
+        like = like[part] if is_tree and part in like else _MISSING
         if like is _MISSING:
           break
       if not parts or like is _MISSING or isinstance(like, (dict, ml_collections.ConfigDict)):

@@ -194,8 +194,8 @@ def eval_split(trained: Trained, data_dir: str = '') -> tuple[str, pipeline.Spli
 def check_compatible(classifier: Trained, image_shape, what: str, flag: str = '--classifier'):
   if classifier.task != 'classification':
     raise ConfigError(f'{flag}={classifier.workdir} holds a {classifier.task} model '
-                      f'({classifier.config.model.name}), not a classifier; train one with configs/cifar10_lenet5.py (or '
-                      'mnist_lenet5.py) and pass its workdir.')
+                      f'({classifier.config.model.name}), not a classifier; train one with '
+                      'configs/cifar10_lenet5.py (or mnist_lenet5.py) and pass its workdir.')
   if tuple(classifier.results['image_shape']) != tuple(image_shape):
     raise ConfigError(f'the classifier in {classifier.workdir} was trained on '
                       f'{tuple(classifier.results["image_shape"])} images but {what} has '

@@ -164,20 +164,29 @@ def _member_error(error: ConfigError, name: str, overrides) -> ConfigError:
 
 
 def _check_together(study, members):
-  """train_together=yes: every member (and seed) must fit one compiled program."""
-  if study.train_together != 'yes' or len(members) < 2:
+  """train_together=yes where no two runs of the study can share one compiled program (no two
+  members or seeds differ only in train.MEMBER_NUMBERS, no learning rates to tune) is refused;
+  where some can, the others train on their own and train_jobs says so."""
+  if study.train_together != 'yes':
     return
-  first_name, first = members[0][0], members[0][1][0]
+  if study.tune_learning_rate and len(study.lr_factors) > 1:
+    return  # each member's tuning runs differ only in the rate
+  configs = [(name, c) for name, cs in members for c in cs]
+  if any(len(g) > 1 for g in _groups([(n, '', c) for n, c in configs])):
+    return
+  if len(configs) < 2:
+    raise ConfigError('study.train_together=yes, but this study trains a single run; set '
+                      '--config.study.train_together=auto or no.')
   strip = lambda c: {k: v for k, v in train.flat_config(c).items()
                      if k not in train.MEMBER_NUMBERS}
-  for name, configs in members[1:]:
-    a, b = strip(first), strip(configs[0])
-    diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-    if diff:
-      raise ConfigError(
-          f'study.train_together=yes, but members {first_name!r} and {name!r} cannot share one '
-          f'compiled program (they differ in {diff}; only {", ".join(train.MEMBER_NUMBERS)} may '
-          'differ); set --config.study.train_together=auto (groups what can share) or no.')
+  (first, a), (second, b) = configs[0], configs[1]
+  a, b = strip(a), strip(b)
+  diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+  raise ConfigError(
+      f'study.train_together=yes, but no two members here can share one compiled program (e.g. '
+      f'{first!r} and {second!r} differ in {diff}; only {", ".join(train.MEMBER_NUMBERS)} may '
+      'differ); set --config.study.train_together=auto or no, or train seeds '
+      '(study.num_seeds) or learning rates (study.tune_learning_rate) together.')
 
 
 def _check_x_axis(study, members):
@@ -292,7 +301,9 @@ def train_jobs(jobs, workdir: str, splits, together: bool, group_name: str) -> d
   for group in groups:
     if len(group) == 1:
       key, member_dir, c = group[0]
-      logging.info('Study: training %s in %s.', key, member_dir)
+      logging.info('Study: training %s in %s%s.', key, member_dir,
+                   ' on its own (it differs from the others in more than seed, learning rate '
+                   'and loss weights)' if together and len(todo) > 1 else '')
       try:
         out = train.train_and_evaluate(c, member_dir, splits=splits)
       except errors.DivergedError as e:

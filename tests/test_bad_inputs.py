@@ -95,8 +95,10 @@ STUDY = [
      ['study.x_axis=model.rate is the same for every member trained here (8)']),
     (['--config.study.x_axis=model.rates'], ["study.x_axis='model.rates' is not a config field"]),
     (['--config.study.train_together=yes'],
-     ["study.train_together=yes, but members 'fc_ae' and 'cae' cannot share one compiled program",
-      "'model.name': ('fc_ae', 'cae')"]),
+     ['study.train_together=yes, but no two members here can share one compiled program',
+      "'fc_ae' and 'cae' differ in {'model.name': ('fc_ae', 'cae')"]),
+    (['--config.study.train_together=yes', '--config.study.only=cae'],
+     ['study.train_together=yes, but this study trains a single run']),
     (['--config.study.train_together=sometimes'], ["Unknown study.train_together 'sometimes'"]),
     (['--config.study.tune_learning_rate=maybe'],
      ['--config.study.tune_learning_rate=maybe is not true or false']),
@@ -196,6 +198,17 @@ def test_a_member_flag_sets_that_member_only():
   _, _, members = study.plan(config)
   sigma = {name: configs[0].data.noise.sigma for name, configs in members}
   assert sigma == {'fc_ae': 0.1, 'cae': 0.1, 'fc_ae_denoise': 0.1, 'cae_denoise': 0.3}
+
+
+def test_train_together_yes_is_accepted_where_some_runs_can_share():
+  """Different models cannot share a program, but each one's seeds can: 'yes' trains those
+  together (and says which train on their own) rather than refusing."""
+  from configs.studies import s3_faces  # pylint: disable=g-import-not-at-top
+  from flax_cae import study  # pylint: disable=g-import-not-at-top
+  config = s3_faces.get_config()
+  config.study.update(train_together='yes', num_seeds=2)
+  _, _, members = study.plan(config)
+  assert [len(configs) for _, configs in members] == [2, 2, 2, 2]
 
 
 TOOLS = [
