@@ -675,8 +675,12 @@ ADDED_FIELDS = {'model.blocks': 1, 'model.norm': 'batch', 'ema_decay': 0.0,
 
 def config_diff(saved: dict, now: dict, ignore=()) -> dict:
   """{key: (saved, now)} for the flat config keys that differ. Keys the saved side lacks came
-  later, and it ran with their defaults: ADDED_FIELDS' values where known, else not compared."""
+  later, and it ran with their defaults: ADDED_FIELDS' values where known, else not compared.
+  A classifier trains on cross-entropy whatever `loss` says (runs written before its loss.name
+  had to be cross_entropy say mse): its loss fields are not compared."""
   saved = {**{k: v for k, v in ADDED_FIELDS.items() if k in now}, **saved}
+  if now.get('model.name') in models_lib.CLASSIFIERS:
+    ignore = (*ignore, *(k for k in saved if k.startswith('loss.')))
   return {k: (saved[k], now.get(k)) for k in sorted(saved)
           if k not in ignore and saved[k] != now.get(k)}
 

@@ -299,3 +299,15 @@ def test_a_field_added_later_compares_against_the_value_older_runs_had():
   assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0,
                                    'model.norm': 'group'}) == {'model.norm': ('batch', 'group')}
   assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0}) == {}
+
+
+def test_a_classifier_written_before_its_loss_had_to_be_cross_entropy_still_resumes():
+  """Classifiers always trained on cross-entropy; runs written before loss.name had to say so
+  recorded the default 'mse'. Their loss fields are not compared; an autoencoder's still are."""
+  saved = {'model.name': 'lenet5', 'loss.name': 'mse', 'optimizer.name': 'adam'}
+  now = {'model.name': 'lenet5', 'loss.name': 'cross_entropy', 'optimizer.name': 'adam'}
+  assert train.config_diff(saved, now) == {}
+  assert train.config_diff(saved, {**now, 'optimizer.name': 'sgd'}) == {
+      'optimizer.name': ('adam', 'sgd')}
+  cae = {'model.name': 'cae', 'loss.name': 'mse'}
+  assert train.config_diff(cae, {**cae, 'loss.name': 'l1'}) == {'loss.name': ('mse', 'l1')}
