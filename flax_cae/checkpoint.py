@@ -11,8 +11,8 @@ early-stopping counters, best step) so a restarted run continues exactly.
 Killed while saving, orbax leaves a `<step>.orbax-checkpoint-tmp-*` directory
 that is never taken for a checkpoint; the run that owns the workdir (it holds its lock) says
 so and removes it. Everything else reads through `Reader`, which never creates, cleans or
-deletes anything: a half-written directory it sees may be a live run's save in progress. A finished
-checkpoint that no longer reads (a damaged file) is moved to
+deletes anything: a half-written directory it sees may be a live run's save in progress. A
+finished checkpoint that no longer reads (a damaged file) is moved to
 `checkpoints.unreadable/` (kept, not deleted) and the previous one is used.
 """
 
@@ -296,31 +296,29 @@ class Reader:
     self.manager.reload()
     return sorted(self.manager.all_steps())
 
-  def _read(self, step: int, args):
+  def _read(self, step: int, read):
+    """read(), or Gone if it failed because `step` was deleted meanwhile."""
     try:
-      return self.manager.restore(step, args=args)
+      return read()
     except Exception:  # pylint: disable=broad-except
       if step not in self.steps():
         raise Reader.Gone(step) from None
       raise
 
   def meta(self, step: int) -> dict:
-    return dict(self._read(step, ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+    args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+    return dict(self._read(step, lambda: self.manager.restore(step, args=args))['meta'])
 
   def restore_raw(self, step: int) -> tuple[dict, dict]:
     """Restores `step` as nested dicts of arrays on this process's first device, whatever
     the devices and hosts that saved it."""
     one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    try:
-      metadata = self.manager.item_metadata(step)['state']
-    except Exception:  # pylint: disable=broad-except
-      if step not in self.steps():
-        raise Reader.Gone(step) from None
-      raise
+    metadata = self._read(step, lambda: self.manager.item_metadata(step)['state'])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
                             metadata)
-    restored = self._read(step, ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                   meta=ocp.args.JsonRestore()))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                              meta=ocp.args.JsonRestore())
+    restored = self._read(step, lambda: self.manager.restore(step, args=args))
     return restored['state'], dict(restored['meta'])
 
   def close(self):

@@ -177,12 +177,18 @@ def labeled_chunks(split: pipeline.Split, size: int = CHUNK):
              jnp.asarray(pipeline.pad_to(arrays['label'], size)), mask)
 
 
-def eval_split(trained: Trained, data_dir: str = '') -> tuple[str, pipeline.Split]:
-  """(name, split) a tool scores a trained model on: the run's reported split (test, else
-  validation; a run in progress without results.json: test if it has images)."""
+def eval_data(trained: Trained, data_dir: str = ''):
+  """The run's data config (a copy), read from `data_dir` where given."""
   data = copy.deepcopy(trained.config.data)
   if data_dir:
     data.data_dir = data_dir
+  return data
+
+
+def eval_split(trained: Trained, data_dir: str = '') -> tuple[str, pipeline.Split]:
+  """(name, split) a tool scores a trained model on: the run's reported split (test, else
+  validation; a run in progress without results.json: test if it has images)."""
+  data = eval_data(trained, data_dir)
   mesh = pipeline.make_mesh(jax.local_devices()[:1])
   name = trained.results.get('eval_split', 'test')
   split = pipeline.load_split(data, name, mesh, 1)

@@ -157,7 +157,7 @@ def _member_error(error: ConfigError, name: str, overrides) -> ConfigError:
                                   else dict(overrides)), key=len, reverse=True)
   named = False
   for key in keys:
-    if f'--config.{key}=' in text or key in text:
+    if key in text:
       text = text.replace(f'--config.{key}=', f'--config.study.members.{name}.{key}=')
       named = True
   return ConfigError(f'study member {name!r}: {text}' if named else text)
@@ -177,10 +177,8 @@ def _check_together(study, members):
   if len(configs) < 2:
     raise ConfigError('study.train_together=yes, but this study trains a single run; set '
                       '--config.study.train_together=auto or no.')
-  strip = lambda c: {k: v for k, v in train.flat_config(c).items()
-                     if k not in train.MEMBER_NUMBERS}
   (first, a), (second, b) = configs[0], configs[1]
-  a, b = strip(a), strip(b)
+  a, b = _shared_fields(a), _shared_fields(b)
   diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
   raise ConfigError(
       f'study.train_together=yes, but no two members here can share one compiled program (e.g. '
@@ -270,11 +268,15 @@ def _done(workdir) -> dict | None:
   return None
 
 
+def _shared_fields(config) -> dict:
+  """The flat config fields that members trained together must share (all but
+  train.MEMBER_NUMBERS)."""
+  return {k: v for k, v in train.flat_config(config).items() if k not in train.MEMBER_NUMBERS}
+
+
 def _differ_in_numbers_only(a, b) -> bool:
   """Whether two member configs may train together: equal but for train.MEMBER_NUMBERS."""
-  def strip(c):
-    return {k: v for k, v in train.flat_config(c).items() if k not in train.MEMBER_NUMBERS}
-  return strip(a) == strip(b)
+  return _shared_fields(a) == _shared_fields(b)
 
 
 def _groups(jobs):

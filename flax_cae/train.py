@@ -517,10 +517,10 @@ def device_memory_bytes(device) -> tuple[int, str]:
                           f'each of the {n} CPU devices gets of what this machine has available')
 
 
-def check_memory(trainer: 'Trainer', config, n_params: int):
+def check_memory(trainer: 'Trainer', config, shapes, n_params: int):
   """Refuses, before anything is allocated or written, a model whose train state and
-  gradients alone do not fit one device (each device holds a whole replica)."""
-  shapes = trainer.state_shapes()
+  gradients alone (`shapes`: Trainer.state_shapes()) do not fit one device (each device holds
+  a whole replica)."""
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
   grads = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes.params))
   need = state_bytes + grads
@@ -772,9 +772,10 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
   steps_per_epoch = train.n // config.batch_size
   trainer = Trainer(config, model, mesh, steps_per_epoch, members=(
       None if numbers is None else {k: jnp.asarray(v) for k, v in numbers.items()}))
-  n_params = sum(x.size for x in jax.tree.leaves(trainer.state_shapes().params)) // (
+  shapes = trainer.state_shapes()
+  n_params = sum(x.size for x in jax.tree.leaves(shapes.params)) // (
       len(members) if members is not None else 1)
-  check_memory(trainer, config, n_params)
+  check_memory(trainer, config, shapes, n_params)
   state = trainer.init_state()
   steps_per_call = config.steps_per_call or DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1)
   member_list = ([Member(config.model.name, workdir, config)] if members is None else

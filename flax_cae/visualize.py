@@ -18,7 +18,6 @@ It only reads the run (evaluate.load_trained): of a run still training, its best
 far; nothing of the run's own files or checkpoints is written, cleaned or deleted.
 """
 
-import copy
 import glob
 import os
 
@@ -70,9 +69,7 @@ def visualize(workdir: str, max_points: int = 2000, data_dir: str = '', out: str
   if trained.task == 'classification':
     raise ConfigError(f'--workdir={trained.workdir} holds a classifier, which has no latent '
                       'space to show; give an autoencoder workdir.')
-  data = copy.deepcopy(trained.config.data)
-  if data_dir:
-    data.data_dir = data_dir
+  data = evaluate_lib.eval_data(trained, data_dir)
   split_name, split = evaluate_lib.eval_split(trained, data_dir)
   n = min(max_points, split.n)
   if n < 5:

@@ -134,8 +134,9 @@ class Lock:
           os.remove(self.path)
           continue
         raise ConfigError(
-            f'{os.path.dirname(self.path)!r} is in use by {describe_holder(other)}; wait for that run to end or use '
-            f'another --workdir (if that process is gone, delete {self.path}).') from None
+            f'{os.path.dirname(self.path)!r} is in use by {describe_holder(other)}; wait for '
+            f'that run to end or use another --workdir (if that process is gone, delete '
+            f'{self.path}).') from None
       with os.fdopen(fd, 'w') as f:
         json.dump(me, f)
       self.held = True
