@@ -23,6 +23,7 @@ import logging as py_logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -77,7 +78,8 @@ def _quiet_hooks():
       excepthook(exc_type, exc, tb)
 
   def quiet_unraisablehook(unraisable):
-    if not _stray(unraisable.exc_value):
+    # Also orbax's read coroutines abandoned when a Reader's step was deleted mid-read (Gone).
+    if not (_stray(unraisable.exc_value) or _from_orbax(unraisable.exc_value)):
       unraisablehook(unraisable)
 
   quiet_excepthook.flax_cae = True
@@ -280,30 +282,50 @@ class Reader:
   class Gone(Exception):
     """The step was deleted (by the run that owns the folder) while it was being read."""
 
+  # Orbax lists a folder, then reads each step's timestamp: a step the writer deletes in
+  # between fails the listing with FileNotFoundError, and listing again is right.
+  LIST_ATTEMPTS = 10
+
   def __init__(self, directory: str):
     quiet_orbax()
     self.directory = directory
     options = ocp.CheckpointManagerOptions(
         read_only=True, create=False, cleanup_tmp_directories=False, save_interval_steps=0,
         enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(
+    self.manager = self._listing(lambda: ocp.CheckpointManager(
         directory, options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'meta': ocp.JsonCheckpointHandler()})
+                       'meta': ocp.JsonCheckpointHandler()}))
+
+  def _listing(self, fn):
+    for attempt in range(self.LIST_ATTEMPTS):
+      try:
+        return fn()
+      except FileNotFoundError:
+        if attempt == self.LIST_ATTEMPTS - 1:
+          raise
 
   def steps(self) -> list[int]:
     """The finished checkpoints now on disk (re-listed at every call)."""
-    self.manager.reload()
+    self._listing(self.manager.reload)
     return sorted(self.manager.all_steps())
+
+  # A read that fails while the writer deletes the step: how long the step's folder may take
+  # to disappear (a recursive delete of a few files) before the failure is taken as real.
+  GONE_SECONDS = 2.0
 
   def _read(self, step: int, read):
     """read(), or Gone if it failed because `step` was deleted meanwhile."""
     try:
       return read()
     except Exception:  # pylint: disable=broad-except
-      if step not in self.steps():
-        raise Reader.Gone(step) from None
-      raise
+      deadline = time.monotonic() + self.GONE_SECONDS
+      while True:
+        if step not in self.steps():
+          raise Reader.Gone(step) from None
+        if time.monotonic() > deadline:
+          raise
+        time.sleep(0.05)
 
   def meta(self, step: int) -> dict:
     args = ocp.args.Composite(meta=ocp.args.JsonRestore())
