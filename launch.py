@@ -13,8 +13,13 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_cae import cli, distributed, host_memory, preemption, study, train
-from flax_cae.errors import UserError, write_failure
+from flax_cae.runtime import cli
+from flax_cae.runtime import distributed
+from flax_cae.runtime import host_memory
+from flax_cae.runtime import preemption
+from flax_cae.studies import run as study
+from flax_cae.training import loop as train
+from flax_cae.runtime.errors import UserError, write_failure
 
 # --config.study.members.NAME.FIELD=VALUE may set a field the member's overrides lack, which
 # ml_collections would refuse: taken out of the command line here, applied in main().

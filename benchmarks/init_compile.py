@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from configs import cifar10_best256, cifar10_best64, default  # pylint: disable=g-import-not-at-top
 from configs.studies import rate_distortion
-from flax_cae import machine, models, train
+from flax_cae.runtime import machine
+from flax_cae import models
+from flax_cae.training import loop as train
 from flax_cae.data import pipeline
 
 

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import s1
-from flax_cae import machine, models, train
+from flax_cae.runtime import machine
+from flax_cae import models
+from flax_cae.training import loop as train
 from flax_cae.data import pipeline
 
 

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configs import s1  # pylint: disable=g-import-not-at-top
-from flax_cae import machine, models, train
+from flax_cae.runtime import machine
+from flax_cae import models
+from flax_cae.training import loop as train
 from flax_cae.data import pipeline
 
 

@@ -44,7 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import s1
-from flax_cae import host_memory, machine, models, train
+from flax_cae.runtime import host_memory
+from flax_cae.runtime import machine
+from flax_cae import models
+from flax_cae.training import loop as train
 from flax_cae.data import pipeline
 
 # Dense peak FLOP/s by compute dtype (vendor data sheets; float32 as TF32, which JAX's

@@ -190,7 +190,8 @@ def test_a_member_flag_sets_that_member_only():
   """S3's two denoising members share one noise setting in the config file; a flag setting one
   member's field leaves the other's as it was."""
   from configs.studies import s3_faces  # pylint: disable=g-import-not-at-top
-  from flax_cae import cli, study  # pylint: disable=g-import-not-at-top
+  from flax_cae.runtime import cli
+  from flax_cae.studies import run as study  # pylint: disable=g-import-not-at-top
   config = s3_faces.get_config()
   argv = ['launch.py', '--config.study.members.cae_denoise.data.noise.sigma=0.3', '--debug']
   cli.apply_member_flags(config, cli.take_member_flags(argv))
@@ -204,7 +205,7 @@ def test_train_together_yes_is_accepted_where_some_runs_can_share():
   """Different models cannot share a program, but each one's seeds can: 'yes' trains those
   together (and says which train on their own) rather than refusing."""
   from configs.studies import s3_faces  # pylint: disable=g-import-not-at-top
-  from flax_cae import study  # pylint: disable=g-import-not-at-top
+  from flax_cae.studies import run as study  # pylint: disable=g-import-not-at-top
   config = s3_faces.get_config()
   config.study.update(train_together='yes', num_seeds=2)
   _, _, members = study.plan(config)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from flax_cae import tasks
-from flax_cae.bitstream import CodeModel
-from flax_cae.models import balle, build_model
-from flax_cae.train import init_variables
+from flax_cae.training import tasks
+from flax_cae.codec.bitstream import CodeModel
+from flax_cae.models import balle2017 as balle, build_model
+from flax_cae.training.loop import init_variables
 
 
 def codec(widths=(8, 8, 8), shape=(25, 25, 3)):

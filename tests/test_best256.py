@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import data_fixtures
-from flax_cae import metrics
+from flax_cae.measures import metrics
 from flax_cae.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from flax_cae.bitstream import CodeModel
-from flax_cae.errors import ConfigError
+from flax_cae.codec.bitstream import CodeModel
+from flax_cae.runtime.errors import ConfigError
 
 SCALES = np.array([1.0, 2.0, 0.5, 3.0])
 

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from flax_cae import streams, train
+from flax_cae.runtime import streams
+from flax_cae.training import loop as train
 from flax_cae.data import pipeline
 from test_errors import launch
 from test_training import read_metrics, tiny_config

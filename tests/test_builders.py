@@ -20,7 +20,7 @@ from PIL import Image
 
 import data_fixtures as fx
 from flax_cae.data import builders, sources
-from flax_cae.errors import ConfigError, DataError
+from flax_cae.runtime.errors import ConfigError, DataError
 
 SPLITS = ('train', 'validation', 'test')
 

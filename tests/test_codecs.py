@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data_fixtures import cifar_samples
-from flax_cae import codecs
+from flax_cae.codec import classical as codecs
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,8 @@ import pytest
 
 import data_fixtures
 from configs import default
-from flax_cae import metrics, train
+from flax_cae.measures import metrics
+from flax_cae.training import loop as train
 from flax_cae.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

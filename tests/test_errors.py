@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import launching
-from flax_cae import errors, train
+from flax_cae.runtime import errors
+from flax_cae.training import loop as train
 from test_training import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # times, and the minor page faults of the last two rounds are printed.
 SCRIPT = textwrap.dedent("""
     import ctypes, resource, sys, threading
-    from flax_cae import host_memory
+    from flax_cae.runtime import host_memory
     print(host_memory.configure(sys.argv[1]))
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p

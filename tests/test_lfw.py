@@ -15,7 +15,7 @@ from PIL import Image
 
 import data_fixtures
 from flax_cae.data import builders, sources
-from flax_cae.errors import DataError
+from flax_cae.runtime.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = dict(image_size=(32, 32), channels=1)

@@ -21,10 +21,10 @@ from scipy import ndimage
 import skimage.data
 import skimage.metrics
 
-from flax_cae import errors
-from flax_cae import losses
-from flax_cae import metrics
-from flax_cae import optim
+from flax_cae.runtime import errors
+from flax_cae.measures import losses
+from flax_cae.measures import metrics
+from flax_cae.training import optim
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 CIFAR_TAR = DATA_DIR / 'cifar10-jpeg-train.tar.gz'

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from flax_cae import train
-from flax_cae.checkpoint import Checkpoints, Reader
+from flax_cae.training import loop as train
+from flax_cae.runtime.checkpoint import Checkpoints, Reader
 from test_multihost import _without_layer_biases
 from test_training import tiny_config
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from flax_cae import models
-from flax_cae.errors import ConfigError
+from flax_cae.runtime.errors import ConfigError
 from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, SameConvTranspose,
                                     conv_subpixel_input_grad, max_pool_2x2)
-from flax_cae.train import init_variables
+from flax_cae.training.loop import init_variables
 
 
 def cfg(**kw):

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from flax_cae import distributed, train
+from flax_cae.runtime import distributed
+from flax_cae.training import loop as train
 from launching import free_port, run_processes, start, tiny_flags
 from test_training import assert_trees_close, final_params, read_metrics, tiny_config
 

@@ -147,7 +147,7 @@ def test_never_retrieved_orbax_task_failures_are_dropped_from_the_log():
   logs with a traceback at exit ("Task exception was never retrieved"); the fallback already
   said it in one line, so the record is dropped. Other never-retrieved failures stay."""
   import logging  # pylint: disable=g-import-not-at-top
-  from flax_cae import checkpoint  # pylint: disable=g-import-not-at-top
+  from flax_cae.runtime import checkpoint  # pylint: disable=g-import-not-at-top
   def raised_in(filename):
     try:
       exec(compile('raise ValueError("OUT_OF_RANGE: Error opening zarr driver")', filename,
@@ -166,7 +166,8 @@ def test_never_retrieved_orbax_task_failures_are_dropped_from_the_log():
 # an allocation that never ends): Python's signal handler runs, but nothing reads its flag.
 BLOCKED = '''
 import os, sys
-from flax_cae import preemption, workdir
+from flax_cae.runtime import preemption
+from flax_cae.runtime import workdir
 preemption.GRACE_SECONDS = float(sys.argv[2])
 preemption.install()
 lock = workdir.Lock(sys.argv[1]).__enter__()

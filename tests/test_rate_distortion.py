@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flax_cae import rate_distortion as rd
-from flax_cae.bitstream import CodeModel
+from flax_cae.codec import rate_distortion as rd
+from flax_cae.codec.bitstream import CodeModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from launching import ROOT, env, start, tiny_flags
-from flax_cae import evaluate
-from flax_cae.errors import ConfigError
+from flax_cae.evaluation import trained as evaluate
+from flax_cae.runtime.errors import ConfigError
 from test_training import final_params
 
 # 4 steps an epoch, a checkpoint after each, only the latest and the best kept: the run

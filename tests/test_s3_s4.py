@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import data_fixtures
-from flax_cae import noise
+from flax_cae.data import noise
 from flax_cae.data import builders, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

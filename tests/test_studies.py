@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 import data_fixtures
-from flax_cae import baselines, models
+from flax_cae.evaluation import pca as baselines
+from flax_cae import models
 from flax_cae.data import pipeline
-from flax_cae.train import init_variables
+from flax_cae.training.loop import init_variables
 
 # End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
 pytestmark = pytest.mark.slow

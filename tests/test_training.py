@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from flax_cae import models, train
-from flax_cae.checkpoint import Checkpoints, Reader
+from flax_cae import models
+from flax_cae.training import loop as train
+from flax_cae.runtime.checkpoint import Checkpoints, Reader
 from flax_cae.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

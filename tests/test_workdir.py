@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flax_cae import train
+from flax_cae.training import loop as train
 from data_fixtures import cifar_jpeg_tree
 from test_errors import snapshot
 from test_training import tiny_config

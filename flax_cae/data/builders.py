@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from flax_cae.errors import DataError
+from flax_cae.runtime.errors import DataError
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
                    'horse', 'ship', 'truck')

@@ -24,8 +24,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from flax_cae import streams
+from flax_cae.runtime import streams
 from flax_cae.data import sources
+
+
+def to_float(images_u8):
+  """uint8 [B, H, W, C] -> float32 in [0, 1], inside the compiled step."""
+  return images_u8.astype(jnp.float32) / 255.0
+
 
 DATA_AXIS = 'data'
 

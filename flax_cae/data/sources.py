@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from flax_cae.data import builders
-from flax_cae.errors import ConfigError, DataError, unknown_name, write_failure
+from flax_cae.runtime.errors import ConfigError, DataError, unknown_name, write_failure
 
 try:  # TFDS's TensorFlow-free copy of the tf.train.Example proto
   from tensorflow_datasets.proto import tf_example_pb2

@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_cae.errors import ConfigError, unknown_name
+from flax_cae.runtime.errors import ConfigError, unknown_name
 from flax_cae.models import autoencoders as ae
-from flax_cae.models import balle
+from flax_cae.models import balle2017 as balle
 from flax_cae.models.layers import (CODES, CONV_INPUT_GRADS, NORMS, TRANSPOSED_CONVS,
                                     ModelOptions)
 

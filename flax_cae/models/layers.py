@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_cae.errors import ConfigError, unknown_name
+from flax_cae.runtime.errors import ConfigError, unknown_name
 
 ACTIVATIONS = ('relu', 'leaky_relu', 'gelu', 'tanh', 'sigmoid', 'elu', 'silu')
 

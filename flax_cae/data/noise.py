@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_cae import streams
-from flax_cae.errors import ConfigError, unknown_name
+from flax_cae.runtime import streams
+from flax_cae.runtime.errors import ConfigError, unknown_name
 
 NOISES = ('none', 'gaussian', 'salt_pepper')
 

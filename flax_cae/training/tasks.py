@@ -13,16 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flax_cae import losses as losses_lib
+from flax_cae.measures import losses as losses_lib
 from flax_cae import models
-from flax_cae import noise as noise_lib
-from flax_cae import metrics as metrics_lib
-from flax_cae.errors import ConfigError
-
-
-def to_float(images_u8):
-  """uint8 [B, H, W, C] -> float32 in [0, 1], inside the compiled step."""
-  return images_u8.astype(jnp.float32) / 255.0
+from flax_cae.data import noise as noise_lib
+from flax_cae.data.pipeline import to_float
+from flax_cae.measures import metrics as metrics_lib
+from flax_cae.runtime.errors import ConfigError
 
 
 class Reconstruction:

@@ -25,10 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from flax_cae import bitstream, codecs, metrics as metrics_lib
+from flax_cae.codec import bitstream
+from flax_cae.codec import classical as codecs
+from flax_cae.measures import metrics as metrics_lib
 from flax_cae.data import pipeline
-from flax_cae.models import balle
-from flax_cae.tasks import to_float
+from flax_cae.models import balle2017 as balle
+from flax_cae.data.pipeline import to_float
 
 FIT_IMAGES = 10000  # training codes the probability tables are counted on (at most)
 CHUNK = 500

@@ -22,9 +22,9 @@ from typing import Callable, Mapping, Union
 import jax.numpy as jnp
 import ml_collections
 
-from flax_cae import errors
-from flax_cae import metrics
-from flax_cae.metrics import SSIM_WINDOW
+from flax_cae.runtime import errors
+from flax_cae.measures import metrics
+from flax_cae.measures.metrics import SSIM_WINDOW
 
 Array = jnp.ndarray
 LossFn = Callable[[Array, Array], Array]

@@ -15,7 +15,7 @@ import sys
 
 import ml_collections
 
-from flax_cae.errors import ConfigError
+from flax_cae.runtime.errors import ConfigError
 
 MEMBER_PREFIX = '--config.study.members.'
 

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_cae import metrics as metrics_lib
+from flax_cae.measures import metrics as metrics_lib
 from flax_cae.data import pipeline
-from flax_cae.tasks import to_float
+from flax_cae.data.pipeline import to_float
 
 _HI = jax.lax.Precision.HIGHEST
 CHUNK = 1000

@@ -15,7 +15,7 @@ import tempfile
 import jax
 from absl import logging
 
-from flax_cae.errors import ConfigError
+from flax_cae.runtime.errors import ConfigError
 
 LOCK_FILE = '.lock'
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_cae import metrics as metrics_lib
-from flax_cae import noise as noise_lib
+from flax_cae.measures import metrics as metrics_lib
+from flax_cae.data import noise as noise_lib
 from flax_cae.data import pipeline, sources
 
 PATCH_SIZE, PATCH_DISTANCE, H_FACTOR = 5, 6, 0.8

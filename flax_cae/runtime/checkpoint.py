@@ -33,7 +33,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
-from flax_cae import errors
+from flax_cae.runtime import errors
 
 # The name under which each checkpoint stores its validation score(s) for best-keeping:
 # the selection metric signed so that higher is better (train.py). Checkpoints written

@@ -47,14 +47,20 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from flax_cae import baselines, classical, errors, machine, models, train, writers
-from flax_cae import rate_distortion as rd
-from flax_cae import noise as noise_lib
-from flax_cae import evaluate as evaluate_lib
-from flax_cae import visualize as visualize_lib
-from flax_cae import workdir as workdir_lib
+from flax_cae.evaluation import pca as baselines
+from flax_cae.evaluation import nl_means as classical
+from flax_cae.runtime import errors
+from flax_cae.runtime import machine
+from flax_cae import models
+from flax_cae.training import loop as train
+from flax_cae.runtime import writers
+from flax_cae.codec import rate_distortion as rd
+from flax_cae.data import noise as noise_lib
+from flax_cae.evaluation import trained as evaluate_lib
+from flax_cae.evaluation import pictures as visualize_lib
+from flax_cae.runtime import workdir as workdir_lib
 from flax_cae.data import pipeline, sources
-from flax_cae.errors import ConfigError
+from flax_cae.runtime.errors import ConfigError
 
 TOGETHER = ('auto', 'yes', 'no')
 # 'auto': members that differ only in numbers train together (vmapped) where that was

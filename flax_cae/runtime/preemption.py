@@ -26,7 +26,7 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from flax_cae import workdir as workdir_lib
+from flax_cae.runtime import workdir as workdir_lib
 
 # How long a run gets, after SIGTERM or a first Ctrl-C, to finish its step and save before
 # the watchdog ends the process: below the 30 s that Kubernetes and SLURM wait by default

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_cae import errors
+from flax_cae.runtime import errors
 
 Config = Union[ml_collections.ConfigDict, Mapping[str, Any]]
 

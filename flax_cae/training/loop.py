@@ -24,14 +24,20 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from flax_cae import errors, host_memory, optim, preemption, streams, tasks, writers
-from flax_cae import noise as noise_lib
-from flax_cae import workdir as workdir_lib
-from flax_cae import metrics as metrics_lib
+from flax_cae.runtime import errors
+from flax_cae.runtime import host_memory
+from flax_cae.training import optim
+from flax_cae.runtime import preemption
+from flax_cae.runtime import streams
+from flax_cae.training import tasks
+from flax_cae.runtime import writers
+from flax_cae.data import noise as noise_lib
+from flax_cae.runtime import workdir as workdir_lib
+from flax_cae.measures import metrics as metrics_lib
 from flax_cae import models as models_lib
-from flax_cae.checkpoint import SCORE, Checkpoints
+from flax_cae.runtime.checkpoint import SCORE, Checkpoints
 from flax_cae.data import pipeline, sources
-from flax_cae.errors import ConfigError
+from flax_cae.runtime.errors import ConfigError
 
 # Steps per device call when config.steps_per_call is 0 ("auto"). On XLA's CPU backend
 # a scanned step loses the fast convolution path (PERF_NOTES.md: ~10x slower), so CPU

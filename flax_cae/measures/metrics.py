@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_cae import errors
+from flax_cae.runtime import errors
 
 Array = jnp.ndarray
 

@@ -19,7 +19,7 @@ import importlib.util
 import jax
 from absl import logging
 
-from flax_cae import errors
+from flax_cae.runtime import errors
 
 # config.cpu_malloc: 'keep' = keep_freed_memory() when JAX will run on the CPU, 'system' =
 # glibc's defaults.

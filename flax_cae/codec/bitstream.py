@@ -21,7 +21,7 @@ import os
 import constriction
 import numpy as np
 
-from flax_cae.errors import ConfigError
+from flax_cae.runtime.errors import ConfigError
 
 MARGIN = 2  # symbols beyond the training range on each side, coded at the smallest mass
 
