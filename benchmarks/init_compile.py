@@ -26,7 +26,8 @@ from configs import cifar10_best256, cifar10_best64, default  # pylint: disable=
 from configs.studies import rate_distortion
 from flax_cae.runtime import machine
 from flax_cae import models
-from flax_cae.training import loop as train
+from flax_cae.training import trainer as trainer_lib
+from flax_cae.runtime import xla
 from flax_cae.data import pipeline
 
 
@@ -49,7 +50,7 @@ CONFIGS = {'default': _default, 'cifar10_best256': cifar10_best256.get_config,
 
 
 def time_init(trainer, options):
-  train.init_compiler_options = lambda: options
+  xla.init_compiler_options = lambda: options
   start = time.perf_counter()
   state = jax.block_until_ready(trainer.init_state())
   return time.perf_counter() - start, state
@@ -62,7 +63,7 @@ def main():
   parser.add_argument('--image', default='32,32,3', help='H,W,C')
   args = parser.parse_args()
   shape = tuple(int(v) for v in args.image.split(','))
-  ours = train.init_compiler_options()
+  ours = xla.init_compiler_options()
   if ours is None:
     sys.exit(f'INIT_OPTIONS are for the CPU backend; this is {jax.default_backend()}.')
 
@@ -72,7 +73,7 @@ def main():
       sys.exit(f'Unknown config {name!r}; valid: {", ".join(CONFIGS)}.')
     config = CONFIGS[name]()
     model = models.build_model(config.model, shape)
-    trainer = train.Trainer(config, model, pipeline.make_mesh(), steps_per_epoch=10)
+    trainer = trainer_lib.Trainer(config, model, pipeline.make_mesh(), steps_per_epoch=10)
     times = {'default': [], 'ours': []}
     states = {}
     for _ in range(args.rounds):

@@ -29,6 +29,7 @@ from configs import s1
 from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import loop as train
+from flax_cae.training import trainer as trainer_lib
 from flax_cae.data import pipeline
 
 
@@ -68,13 +69,13 @@ def bench(name, m, args, images, shape):
   rates = [1e-3 * 2 ** i for i in range(m)]
   numbers = {'seed': jnp.arange(m, dtype=jnp.int32),
              'learning_rate': jnp.asarray(rates, jnp.float32)}
-  together = timer(train.Trainer(config, model, mesh, spe, members=numbers), images, args.n,
+  together = timer(trainer_lib.Trainer(config, model, mesh, spe, members=numbers), images, args.n,
                    args.batch, True)
   singles = []
   for i, lr in enumerate(rates):
     c = config.copy_and_resolve_references()
     c.seed, c.optimizer.learning_rate = i, lr
-    singles.append(timer(train.Trainer(c, model, mesh, spe), images, args.n, args.batch, False))
+    singles.append(timer(trainer_lib.Trainer(c, model, mesh, spe), images, args.n, args.batch, False))
   t_together, t_alone = [], []
   for _ in range(args.rounds):  # alternating, so a slow spell of the machine hits both
     t_together.append(together(args.steps))

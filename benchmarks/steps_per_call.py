@@ -26,6 +26,7 @@ from configs import s1  # pylint: disable=g-import-not-at-top
 from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import loop as train
+from flax_cae.training import trainer as trainer_lib
 from flax_cae.data import pipeline
 
 
@@ -81,7 +82,7 @@ def main():
   streamed.host_images = host_images  # in memory: measures the transfer, not disk reads
 
   with train.random_streams():
-    trainer = train.Trainer(config, model, mesh, steps_per_epoch=args.n // args.batch)
+    trainer = trainer_lib.Trainer(config, model, mesh, steps_per_epoch=args.n // args.batch)
     state = trainer.init_state()
     rows = []
     settings = [(int(k), on_device) for k in args.ks.split(',')] + [(1, streamed)]

@@ -48,6 +48,8 @@ from flax_cae.runtime import host_memory
 from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import loop as train
+from flax_cae.training import trainer as trainer_lib
+from flax_cae.runtime import xla
 from flax_cae.data import pipeline
 
 # Dense peak FLOP/s by compute dtype (vendor data sheets; float32 as TF32, which JAX's
@@ -120,9 +122,9 @@ def bench_flax(config, images_u8, steps, time_epoch):
   n = len(images_u8)
   spe = n // batch
   model = models.build_model(config.model, shape)
-  trainer = train.Trainer(config, model, mesh, steps_per_epoch=spe)
+  trainer = trainer_lib.Trainer(config, model, mesh, steps_per_epoch=spe)
   state = trainer.init_state()
-  k = min(train.DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1), spe)
+  k = min(xla.DEFAULT_STEPS_PER_CALL.get(jax.default_backend(), 1), spe)
   sharding = pipeline.batch_sharding(mesh)
 
   t0 = time.perf_counter()

@@ -3,9 +3,7 @@ loss, and that the model's bits are what the range coder writes from its table."
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import pytest
 
 from configs import default
 from flax_cae.training import tasks

@@ -14,6 +14,8 @@ import pytest
 
 from flax_cae.runtime import streams
 from flax_cae.training import loop as train
+from flax_cae.training import run as run_lib
+from flax_cae.runtime import errors as errors_lib
 from flax_cae.data import pipeline
 from test_errors import launch
 from test_training import read_metrics, tiny_config
@@ -82,7 +84,7 @@ def test_kept_model_follows_the_selection_metric(tmp_path, data_dir):
   assert results['best_step'] == min(vals, key=lambda r: r['loss'])['step']
   assert results['validation_loss'] == pytest.approx(min(r['loss'] for r in vals), rel=1e-4)
   # The default follows early stopping's metric.
-  assert train.selection_metric(tiny_config(data_dir, **{'early_stopping.metric': 'ssim'})) == 'ssim'
+  assert run_lib.selection_metric(tiny_config(data_dir, **{'early_stopping.metric': 'ssim'})) == 'ssim'
 
 
 def test_random_streams_are_independent():
@@ -98,7 +100,7 @@ def test_random_streams_are_independent():
 
 
 def test_sample_images_compiled_once(tmp_path, data_dir):
-  run = train.create_run(tiny_config(data_dir), str(tmp_path))
+  run = run_lib.create_run(tiny_config(data_dir), str(tmp_path))
   first = run.trainer.sample_images(run.splits['validation'], 4)
   compiled = dict(run.trainer._compiled)  # pylint: disable=protected-access
   second = run.trainer.sample_images(run.splits['validation'], 4)
@@ -117,7 +119,7 @@ def test_prefetcher_stops(tmp_path, data_dir):
   # A streamed run that ends mid-epoch (here: diverged) leaves no reader thread behind.
   c = tiny_config(data_dir, **{'data.device_memory_limit_mb': 0, 'optimizer.learning_rate': 1e9,
                                'model.batch_norm': False})
-  with pytest.raises(train.errors.DivergedError):
+  with pytest.raises(errors_lib.DivergedError):
     train.train_and_evaluate(c, str(tmp_path))
   assert not [t for t in threading.enumerate() if t.name == pipeline.PREFETCH_THREAD]
 

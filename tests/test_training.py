@@ -12,6 +12,9 @@ import pytest
 from configs import default
 from flax_cae import models
 from flax_cae.training import loop as train
+from flax_cae.training import trainer as trainer_lib
+from flax_cae.training import augment as augment_lib
+from flax_cae.runtime import xla
 from flax_cae.runtime.checkpoint import Checkpoints, Reader
 from flax_cae.data import pipeline
 
@@ -166,12 +169,12 @@ def test_init_compiled_fast_is_bit_identical_to_xla_defaults(monkeypatch):
   """Trainer.init_state compiles at INIT_OPTIONS' lower LLVM level on the CPU (a run's start,
   not its steps); the parameters and optimizer state must be exactly those that XLA's
   default level gives, so a seed's run is the same run either way."""
-  assert train.init_compiler_options() == train.INIT_OPTIONS  # in use on this backend
+  assert xla.init_compiler_options() == xla.INIT_OPTIONS  # in use on this backend
   config = tiny_config('unused')  # configs/default.py's ImprovedCAE at test size
   model = models.build_model(config.model, (16, 16, 3))
-  trainer = train.Trainer(config, model, pipeline.make_mesh(), steps_per_epoch=4)
+  trainer = trainer_lib.Trainer(config, model, pipeline.make_mesh(), steps_per_epoch=4)
   fast = trainer.init_state()
-  monkeypatch.setattr(train, 'init_compiler_options', lambda: None)
+  monkeypatch.setattr(xla, 'init_compiler_options', lambda: None)
   slow = trainer.init_state()
   assert len(jax.tree.leaves(fast)) > 10
   for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
@@ -227,7 +230,7 @@ def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
   config.model.update(name='fc_ae', widths=(), hidden_dim=16, latent_dim=4)  # the rule, not the model
   model = models.build_model(config.model, (16, 16, 1))
   mesh = pipeline.make_mesh()
-  trainer = train.Trainer(config, model, mesh, steps_per_epoch=4)
+  trainer = trainer_lib.Trainer(config, model, mesh, steps_per_epoch=4)
   batch = (np.asarray(jax.random.randint(jax.random.key(0), (8, 16, 16, 1), 0, 256), np.uint8),
            np.zeros(8, np.int32))
   step = jax.jit(lambda s: trainer._train_step(s, batch, trainer._numbers())[0])
@@ -240,25 +243,25 @@ def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
   close(s2.ema_params, jax.tree.map(lambda a, b: d * a + (1 - d) * b, s1.ema_params, s2.params))
   assert not np.allclose(jax.tree.leaves(s2.ema_params)[0], jax.tree.leaves(s2.params)[0])
   close(trainer.eval_variables(s2)['params'], s2.ema_params)
-  off = train.Trainer(tiny_config(data_dir, **{'model.name': 'fc_ae'}), model, mesh,
+  off = trainer_lib.Trainer(tiny_config(data_dir, **{'model.name': 'fc_ae'}), model, mesh,
                       steps_per_epoch=4)
   s = off.init_state()
   # Off, the state is TrainState itself, so checkpoints written before ema_decay still read.
-  assert type(s) is train.TrainState and off.eval_variables(s)['params'] is s.params
+  assert type(s) is trainer_lib.TrainState and off.eval_variables(s)['params'] is s.params
 
 
 def test_flip_mirrors_about_half_the_training_images_the_same_way_after_a_resume(data_dir):
   """augment='flip': each training image is itself or its left-right mirror, about half of
   them mirrored, drawn from (seed, step) only; the training step sees the augmented batch."""
   images = np.asarray(jax.random.randint(jax.random.key(0), (256, 8, 8, 3), 0, 256), np.uint8)
-  out = np.asarray(train.augment('flip', images, 0, 3))
-  np.testing.assert_array_equal(out, train.augment('flip', images, 0, 3))  # same draw on a resume
+  out = np.asarray(augment_lib.augment('flip', images, 0, 3))
+  np.testing.assert_array_equal(out, augment_lib.augment('flip', images, 0, 3))  # same draw on a resume
   mirrored = np.array([np.array_equal(o, x[:, ::-1]) for o, x in zip(out, images)])
   kept = np.array([np.array_equal(o, x) for o, x in zip(out, images)])
   assert np.all(mirrored ^ kept)  # each image is one or the other, never anything else
   assert 90 < mirrored.sum() < 166, mirrored.sum()  # 256 draws with p=1/2: 128 +- 38 (4.7 sd)
-  assert not np.array_equal(out, train.augment('flip', images, 0, 4))  # a fresh draw each step
-  assert train.augment('none', images, 0, 3) is images
+  assert not np.array_equal(out, augment_lib.augment('flip', images, 0, 4))  # a fresh draw each step
+  assert augment_lib.augment('none', images, 0, 3) is images
 
   def one_step(augment, batch_images):
     # SGD: Adam's first step is lr * g / (|g| + eps), so float noise in a near-zero gradient
@@ -266,7 +269,7 @@ def test_flip_mirrors_about_half_the_training_images_the_same_way_after_a_resume
     config = tiny_config(data_dir, augment=augment, **{'optimizer.name': 'sgd',
                                                        'optimizer.learning_rate': 0.1})
     config.model.update(name='fc_ae', widths=(), hidden_dim=16, latent_dim=4)
-    trainer = train.Trainer(config, models.build_model(config.model, (16, 16, 1)),
+    trainer = trainer_lib.Trainer(config, models.build_model(config.model, (16, 16, 1)),
                             pipeline.make_mesh(), steps_per_epoch=4)
     batch = (batch_images, np.zeros(len(batch_images), np.int32))
     return trainer._train_step(trainer.init_state(), batch, trainer._numbers())[0].params
@@ -283,11 +286,11 @@ def test_flip_crop_shifts_each_flipped_image_by_at_most_4_pixels_with_a_reflecte
   """augment='flip_crop': the image 'flip' gives, shifted by up to 4 pixels each way with the
   border reflected (np.pad's 'reflect'), one shift per image, the same on a resume."""
   images = np.asarray(jax.random.randint(jax.random.key(1), (64, 12, 12, 3), 0, 256), np.uint8)
-  out = np.asarray(train.augment('flip_crop', images, 0, 7))
-  np.testing.assert_array_equal(out, train.augment('flip_crop', images, 0, 7))
-  assert not np.array_equal(out, train.augment('flip_crop', images, 0, 8))
-  flipped = np.asarray(train.augment('flip', images, 0, 7))  # the same flips underneath
-  p = train.CROP_PAD
+  out = np.asarray(augment_lib.augment('flip_crop', images, 0, 7))
+  np.testing.assert_array_equal(out, augment_lib.augment('flip_crop', images, 0, 7))
+  assert not np.array_equal(out, augment_lib.augment('flip_crop', images, 0, 8))
+  flipped = np.asarray(augment_lib.augment('flip', images, 0, 7))  # the same flips underneath
+  p = augment_lib.CROP_PAD
   padded = np.pad(flipped, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
   shifts = []
   for o, x in zip(out, padded):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from flax_cae.training import loop as train
+from flax_cae.training import resume
+from flax_cae.runtime import errors as errors_lib
 from data_fixtures import cifar_jpeg_tree
 from test_errors import snapshot
 from test_training import tiny_config
@@ -145,7 +147,7 @@ def test_refused_config_leaves_no_workdir(tmp_path, data_dir):
 
 def test_in_process_resume_check_names_every_key(tmp_path, data_dir):
   train.train_and_evaluate(tiny_config(data_dir, num_epochs=1), str(tmp_path))
-  with pytest.raises(train.ConfigError, match=r"'loss.name': \('mse', 'l1'\).*'seed': \(0, 3\)"):
+  with pytest.raises(errors_lib.ConfigError, match=r"'loss.name': \('mse', 'l1'\).*'seed': \(0, 3\)"):
     train.train_and_evaluate(tiny_config(data_dir, num_epochs=1, seed=3, **{'loss.name': 'l1'}),
                              str(tmp_path))
 
@@ -294,11 +296,11 @@ def test_a_field_added_later_compares_against_the_value_older_runs_had():
   values: resuming it with the field turned on is a difference (refused, never merged; its
   checkpoints lack the state the field needs), with the old value it is none."""
   saved = {'optimizer.name': 'adam'}  # no ema_decay, model.norm: written before they existed
-  assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.9,
+  assert resume.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.9,
                                    'model.norm': 'batch'}) == {'ema_decay': (0.0, 0.9)}
-  assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0,
+  assert resume.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0,
                                    'model.norm': 'group'}) == {'model.norm': ('batch', 'group')}
-  assert train.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0}) == {}
+  assert resume.config_diff(saved, {'optimizer.name': 'adam', 'ema_decay': 0.0}) == {}
 
 
 def test_a_classifier_written_before_its_loss_had_to_be_cross_entropy_still_resumes():
@@ -306,8 +308,8 @@ def test_a_classifier_written_before_its_loss_had_to_be_cross_entropy_still_resu
   recorded the default 'mse'. Their loss fields are not compared; an autoencoder's still are."""
   saved = {'model.name': 'lenet5', 'loss.name': 'mse', 'optimizer.name': 'adam'}
   now = {'model.name': 'lenet5', 'loss.name': 'cross_entropy', 'optimizer.name': 'adam'}
-  assert train.config_diff(saved, now) == {}
-  assert train.config_diff(saved, {**now, 'optimizer.name': 'sgd'}) == {
+  assert resume.config_diff(saved, now) == {}
+  assert resume.config_diff(saved, {**now, 'optimizer.name': 'sgd'}) == {
       'optimizer.name': ('adam', 'sgd')}
   cae = {'model.name': 'cae', 'loss.name': 'mse'}
-  assert train.config_diff(cae, {**cae, 'loss.name': 'l1'}) == {'loss.name': ('mse', 'l1')}
+  assert resume.config_diff(cae, {**cae, 'loss.name': 'l1'}) == {'loss.name': ('mse', 'l1')}

@@ -34,7 +34,7 @@ from flax_cae.evaluation.pca import _slice  # pylint: disable=protected-access
 from flax_cae.runtime import workdir as workdir_lib
 from flax_cae.runtime.checkpoint import Reader
 from flax_cae.data import pipeline, sources
-from flax_cae.runtime.errors import ConfigError, UserError
+from flax_cae.runtime.errors import ConfigError
 
 CHUNK = 500
 

@@ -53,6 +53,10 @@ from flax_cae.runtime import errors
 from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import loop as train
+from flax_cae.training import trainer as trainer_lib
+from flax_cae.training import resume
+from flax_cae.training import checks
+from flax_cae.training import run as run_lib
 from flax_cae.runtime import writers
 from flax_cae.codec import rate_distortion as rd
 from flax_cae.data import noise as noise_lib
@@ -115,7 +119,7 @@ def _check_study(study, base):
     raise errors.unknown_name('study.train_together', study.train_together, TOGETHER)
   if study.data and study.data not in STUDY_DATA:
     raise errors.unknown_name('study.data', study.data, STUDY_DATA)
-  if study.x_axis and study.x_axis not in train.flat_config(base):
+  if study.x_axis and study.x_axis not in resume.flat_config(base):
     raise ConfigError(f'study.x_axis={study.x_axis!r} is not a config field; give one the '
                       'members vary, e.g. --config.study.x_axis=model.rate.')
   for key in ('tune_learning_rate', 'visualize', 'rate_distortion'):
@@ -159,7 +163,7 @@ def _member_error(error: ConfigError, name: str, overrides) -> ConfigError:
   """A member's bad value, named as the member's field: the flags in the message that the
   member overrides become --config.study.members.NAME.FIELD."""
   text = str(error)
-  keys = sorted(train.flat_config(overrides.to_dict() if hasattr(overrides, 'to_dict')
+  keys = sorted(resume.flat_config(overrides.to_dict() if hasattr(overrides, 'to_dict')
                                   else dict(overrides)), key=len, reverse=True)
   named = False
   for key in keys:
@@ -171,7 +175,7 @@ def _member_error(error: ConfigError, name: str, overrides) -> ConfigError:
 
 def _check_together(study, members):
   """train_together=yes where no two runs of the study can share one compiled program (no two
-  members or seeds differ only in train.MEMBER_NUMBERS, no learning rates to tune) is refused;
+  members or seeds differ only in trainer_lib.MEMBER_NUMBERS, no learning rates to tune) is refused;
   where some can, the others train on their own and train_jobs says so."""
   if study.train_together != 'yes':
     return
@@ -188,7 +192,7 @@ def _check_together(study, members):
   diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
   raise ConfigError(
       f'study.train_together=yes, but no two members here can share one compiled program (e.g. '
-      f'{first!r} and {second!r} differ in {diff}; only {", ".join(train.MEMBER_NUMBERS)} may '
+      f'{first!r} and {second!r} differ in {diff}; only {", ".join(trainer_lib.MEMBER_NUMBERS)} may '
       'differ); set --config.study.train_together=auto or no, or train seeds '
       '(study.num_seeds) or learning rates (study.tune_learning_rate) together.')
 
@@ -196,7 +200,7 @@ def _check_together(study, members):
 def _check_x_axis(study, members):
   if not study.x_axis:
     return
-  values = {name: train.flat_config(configs[0]).get(study.x_axis) for name, configs in members}
+  values = {name: resume.flat_config(configs[0]).get(study.x_axis) for name, configs in members}
   if len({json.dumps(v) for v in values.values()}) < 2:
     raise ConfigError(
         f'study.x_axis={study.x_axis} is the same for every member trained here '
@@ -228,7 +232,7 @@ def plan(config):
     c = copy.deepcopy(base)
     _update(c, overrides, f'study.members.{name}')
     try:
-      train.validate(c, 1)
+      checks.validate(c, 1)
       # The model's own checks (widths per stage, skips, code grid) need only the images' shape.
       models.build_model(c.model, sources.image_shape(
           c.data.name, image_size=c.data.get('image_size'), channels=c.data.get('channels')))
@@ -256,10 +260,10 @@ def check_not_changed(jobs):
     if not os.path.isfile(path):
       continue
     with open(path) as f:
-      saved = train.flat_config(json.load(f))
+      saved = resume.flat_config(json.load(f))
     # Unlike a single run, a finished member is not trained further: its epochs must match too.
-    diff = train.config_diff(saved, train.flat_config(config),
-                             ignore=set(train.MAY_CHANGE) - {'num_epochs'})
+    diff = resume.config_diff(saved, resume.flat_config(config),
+                             ignore=set(resume.MAY_CHANGE) - {'num_epochs'})
     if diff:
       raise ConfigError(
           f'study member {key!r} in {member_dir!r} was trained with other settings (saved vs '
@@ -276,12 +280,12 @@ def _done(workdir) -> dict | None:
 
 def _shared_fields(config) -> dict:
   """The flat config fields that members trained together must share (all but
-  train.MEMBER_NUMBERS)."""
-  return {k: v for k, v in train.flat_config(config).items() if k not in train.MEMBER_NUMBERS}
+  trainer_lib.MEMBER_NUMBERS)."""
+  return {k: v for k, v in resume.flat_config(config).items() if k not in trainer_lib.MEMBER_NUMBERS}
 
 
 def _differ_in_numbers_only(a, b) -> bool:
-  """Whether two member configs may train together: equal but for train.MEMBER_NUMBERS."""
+  """Whether two member configs may train together: equal but for trainer_lib.MEMBER_NUMBERS."""
   return _shared_fields(a) == _shared_fields(b)
 
 
@@ -374,7 +378,7 @@ def classifier_config(base, study):
   if c.model.name not in models.CLASSIFIERS:
     raise ConfigError(f'study.classifier trains a {c.model.name}, which is not a classifier; '
                       f'set its model.name to one of {", ".join(models.CLASSIFIERS)}.')
-  train.validate(c, 1)
+  checks.validate(c, 1)
   return c
 
 
@@ -421,8 +425,8 @@ def run_study(config, workdir: str) -> dict:
     mesh = pipeline.make_mesh()
     if not base.get('eval_batch_size'):
       base.eval_batch_size = base.batch_size
-    train.validate(base, mesh.devices.size)
-    splits = train.load_data(base, mesh)  # read once, shared by every member
+    checks.validate(base, mesh.devices.size)
+    splits = run_lib.load_data(base, mesh)  # read once, shared by every member
   given = None  # a finished classifier, checked before the study's workdir is made
   if study.classifier_workdir:
     given = evaluate_lib.load_trained(study.classifier_workdir,
@@ -482,7 +486,7 @@ def _train_and_report(base, study, members, workdir, splits, together, given) ->
     classifier_scores(classifier, shown, rows)
   for name, configs in members:
     if study.x_axis:
-      next(r for r in rows if r['member'] == name)['x'] = train.flat_config(configs[0])[study.x_axis]
+      next(r for r in rows if r['member'] == name)['x'] = resume.flat_config(configs[0])[study.x_axis]
   input_floats = int(np.prod(splits['train'].image_shape))
   pca_rows, pca_images, pca = pca_baseline(splits, rows, input_floats, study.num_grid_images,
                                       classifier)
@@ -691,7 +695,7 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
   lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SNR: mean of per-image '
             '10 log10(signal power / error power); SSIM: dm-pix (11-tap Gaussian, '
             'sigma 1.5, valid filtering), mean of per-image values; both on the test split with '
-            f"each member's best checkpoint by validation {train.selection_metric(base)}. PCA rows: the optimal linear code "
+            f"each member's best checkpoint by validation {run_lib.selection_metric(base)}. PCA rows: the optimal linear code "
             'with as many floats as the bottleneck above it, fitted on the training split, '
             'scored on the same test images. "not a compression": the decoder receives at least '
             'as many floats as the image holds.', '']
