@@ -17,7 +17,7 @@ from flax_cae.runtime import cli
 from flax_cae.runtime import distributed
 from flax_cae.runtime import host_memory
 from flax_cae.runtime import preemption
-from flax_cae.studies import run as study
+from flax_cae import studies as study
 from flax_cae.training import loop as train
 from flax_cae.runtime.errors import UserError, write_failure
 
@@ -45,7 +45,25 @@ _fail = cli.fail
 CONFIG_ERRORS = (Exception,)
 
 
+def _unknown_field(e: Exception) -> str | None:
+  """The --config.* flag that names a field the config lacks (ml_collections raises
+  AttributeError or KeyError with the bare name), if one does."""
+  if not isinstance(e, (AttributeError, KeyError)):
+    return None
+  name = str(e).strip('\'"')
+  for arg in sys.argv[1:]:
+    path = arg.split('=', 1)[0]
+    if path.startswith('--config.') and name in path.split('.')[1:]:
+      return path
+  return None
+
+
 def _config_error(e: Exception):
+  flag = _unknown_field(e)
+  if flag:
+    name = str(e).strip('\'"')
+    _fail(f'{flag}: {name!r} is not a field of the config; check the spelling against the '
+          '--config file (and configs/default.py, where every field is listed).')
   if isinstance(e, SyntaxError):
     what = f'{e.msg} at {e.filename}, line {e.lineno}'
   else:

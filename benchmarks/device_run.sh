@@ -68,8 +68,8 @@ if [ "${SIZE:-full}" = tiny ]; then
   BEST=(--config.num_epochs=2 --config.batch_size=20 --config.eval_batch_size=20
         --config.data.validation_size=20 --config.data.test_size=20)
   BEST_FILES=('train/*/000[0-9].jpg')  # 100 photos
-  RD=(--config.study.only=best256,balle2017_lambda0p01 --config.study.rd_steps="(1.0, 0.25)"
-      --config.study.rd_qualities="(10, 50)"
+  RD=(--config.study.only=best256,balle2017_lambda0p01 --config.study.evals.rate_distortion.steps="(1.0, 0.25)"
+      --config.study.evals.rate_distortion.qualities="(10, 50)"
       --config.study.members.balle2017_lambda0p01.num_epochs=2)
 else
   # 160 steps a round: ten 16-step calls on a GPU, long enough to time.

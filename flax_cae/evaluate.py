@@ -1,5 +1,6 @@
-"""The command that scores an autoencoder the way Dong et al. 2018 (S2) do: a classifier's
-accuracy on its reconstructions against the originals (flax_cae/evaluation/trained.py).
+"""The command that scores an autoencoder as "Implementation of Convolutional Autoencoder and
+Learnings on Image Compression" (S2) does: a classifier's accuracy on its reconstructions
+against the originals (flax_cae/evaluation/trained.py).
 
   python -m flax_cae.evaluate --workdir=AE_DIR --classifier=CLASSIFIER_DIR [--out=FOLDER]
 """

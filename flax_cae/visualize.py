@@ -1,5 +1,6 @@
-"""The command that draws a trained autoencoder's latent space, as Wang et al. 2019 (S4) do:
-t-SNE maps, interpolations and the reconstructions' snapshots (flax_cae/evaluation/pictures.py).
+"""The command that draws a trained autoencoder's latent space, as Pant's "Autoencoder" report
+(S4) does: t-SNE maps, interpolations and the reconstructions' snapshots
+(flax_cae/evaluation/pictures.py).
 
   python -m flax_cae.visualize --workdir=DIR [--max_points=2000] [--out=FOLDER]
 """

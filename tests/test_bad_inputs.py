@@ -13,6 +13,7 @@ import pytest
 from launching import ROOT, env, start, tiny_flags
 
 S3 = '--config=configs/studies/s3_faces.py'  # bundled data (scikit-image's LFW subset)
+S2 = '--config=configs/studies/s2_compression_rate.py'  # run here on the LFW subset
 
 
 @pytest.fixture(scope='module')
@@ -125,8 +126,6 @@ STUDY = [
      ["Image folder '/nonexistent' does not exist"]),
     (['--config.data.name=cifar10', '--config.data.validation_size=20'],
      ['needs cifar-10-python.tar.gz']),
-    (['--config.study.classifier_workdir=/nonexistent'],
-     ['--config.study.classifier_workdir=/nonexistent holds no finished run']),
 ]
 
 
@@ -150,9 +149,11 @@ def finished(data_dir, tmp_path_factory):
 
 def test_an_autoencoder_as_the_study_classifier_names_the_study_field(tmp_path, data_dir,
                                                                      finished):
-  result = run([S3, f'--workdir={tmp_path / "study"}', f'--config.data.data_dir={data_dir}',
-                f'--config.study.classifier_workdir={finished}'])
-  assert_one_sentence(result, f'--config.study.classifier_workdir={finished} holds a '
+  result = run([S2, f'--workdir={tmp_path / "study"}', f'--config.data.data_dir={data_dir}',
+                '--config.data.name=lfw_subset', '--config.data.validation_size=20',
+                '--config.data.test_size=20', '--config.study.only=rate_2',
+                f'--config.study.evals.classifier.workdir={finished}'])
+  assert_one_sentence(result, f'--config.study.evals.classifier.workdir={finished} holds a '
                       'reconstruction model (improved_cae), not a classifier')
   assert not (tmp_path / 'study').exists()
 
@@ -191,7 +192,7 @@ def test_a_member_flag_sets_that_member_only():
   member's field leaves the other's as it was."""
   from configs.studies import s3_faces  # pylint: disable=g-import-not-at-top
   from flax_cae.runtime import cli
-  from flax_cae.studies import run as study  # pylint: disable=g-import-not-at-top
+  from flax_cae.studies import plan as study  # pylint: disable=g-import-not-at-top
   config = s3_faces.get_config()
   argv = ['launch.py', '--config.study.members.cae_denoise.data.noise.sigma=0.3', '--debug']
   cli.apply_member_flags(config, cli.take_member_flags(argv))
@@ -205,7 +206,7 @@ def test_train_together_yes_is_accepted_where_some_runs_can_share():
   """Different models cannot share a program, but each one's seeds can: 'yes' trains those
   together (and says which train on their own) rather than refusing."""
   from configs.studies import s3_faces  # pylint: disable=g-import-not-at-top
-  from flax_cae.studies import run as study  # pylint: disable=g-import-not-at-top
+  from flax_cae.studies import plan as study  # pylint: disable=g-import-not-at-top
   config = s3_faces.get_config()
   config.study.update(train_together='yes', num_seeds=2)
   _, _, members = study.plan(config)

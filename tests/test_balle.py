@@ -9,7 +9,7 @@ from configs import default
 from flax_cae.training import tasks
 from flax_cae.codec.bitstream import CodeModel
 from flax_cae.models import balle2017 as balle, build_model
-from flax_cae.training.loop import init_variables
+from flax_cae.runtime.xla import init_variables
 
 
 def codec(widths=(8, 8, 8), shape=(25, 25, 3)):

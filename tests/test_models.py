@@ -11,7 +11,7 @@ from flax_cae import models
 from flax_cae.runtime.errors import ConfigError
 from flax_cae.models.layers import (TRANSPOSED_CONVS, ConvTranspose, SameConvTranspose,
                                     conv_subpixel_input_grad, max_pool_2x2)
-from flax_cae.training.loop import init_variables
+from flax_cae.runtime.xla import init_variables
 
 
 def cfg(**kw):

@@ -48,7 +48,8 @@ def study(tmp_path_factory):
       'config.study.members.balle2017_lambda0p04.num_epochs': 2,
       'config.num_epochs': 2, 'config.batch_size': 40, 'config.eval_batch_size': 20,
       'config.eval_every_epochs': 1, 'config.checkpoint_every_epochs': 1,
-      'config.study.rd_steps': '(1.0, 0.25)', 'config.study.rd_qualities': '(10, 50, 90)',
+      'config.study.evals.rate_distortion.steps': '(1.0, 0.25)',
+      'config.study.evals.rate_distortion.qualities': '(10, 50, 90)',
   }
   proc = subprocess.run([sys.executable, 'launch.py', *(f'--{k}={v}' for k, v in flags.items())],
                         cwd=ROOT, capture_output=True, text=True, timeout=900,

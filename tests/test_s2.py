@@ -180,11 +180,11 @@ def test_evaluate_command_bad_workdirs_are_one_sentence(study, tmp_path, args, e
 @pytest.mark.slow
 def test_s2_bad_classifier_values_are_one_sentence(tmp_path, cifar, study):
   workdir, _ = study
-  rc, log = run(s2_flags(cifar, tmp_path / 'w', **{'study.classifier.model.name': 'rate_cae'}))
+  rc, log = run(s2_flags(cifar, tmp_path / 'w', **{'study.evals.classifier.train.model.name': 'rate_cae'}))
   lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
   assert rc == 2 and len(lines) == 1 and 'which is not a classifier' in lines[0], log[-2000:]
   rc, log = run(s2_flags(cifar, tmp_path / 'w2', **{
-      'study.classifier_workdir': workdir / 'members' / 'rate_16'}))
+      'study.evals.classifier.workdir': workdir / 'members' / 'rate_16'}))
   lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
   assert rc == 2 and len(lines) == 1 and 'not a classifier' in lines[0], log[-2000:]
   assert not (tmp_path / 'w2' / 'members').exists()
@@ -195,7 +195,7 @@ def test_a_given_classifier_is_reused_not_retrained(tmp_path, cifar, study):
   workdir, rows = study
   out = tmp_path / 'again'
   rc, log = run(s2_flags(cifar, out, **{
-      'study.classifier_workdir': workdir / 'classifier', 'study.only': 'rate_16',
+      'study.evals.classifier.workdir': workdir / 'classifier', 'study.only': 'rate_16',
       'study.x_axis': '', 'num_epochs': 1}))
   assert rc == 0, log[-3000:]
   assert not (out / 'classifier').exists()

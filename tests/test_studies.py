@@ -18,7 +18,7 @@ import data_fixtures
 from flax_cae.evaluation import pca as baselines
 from flax_cae import models
 from flax_cae.data import pipeline
-from flax_cae.training.loop import init_variables
+from flax_cae.runtime.xla import init_variables
 
 # End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
 pytestmark = pytest.mark.slow

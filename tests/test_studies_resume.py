@@ -61,14 +61,7 @@ BAD_STUDY_FLAGS = [
     ({'study.members.adam.optimizer.learning_rate': -1.0}, 'learning_rate must be > 0'),
     ({'model.widths': '(8, 8)'}, 'model.widths for improved_cae needs 4 entries'),
     ({'study.num_grid_images': 0}, 'study.num_grid_images must be a positive integer'),
-    ({'study.visualize': 'maybe'}, '--config.study.visualize=maybe is not true or false'),
     ({'study.x_axis': 'model.ratio'}, "study.x_axis='model.ratio' is not a config field"),
-    ({'study.rate_distortion': True, 'study.rd_steps': '(0.5, -1.0)'},
-     'study.rd_steps must be positive numbers (quantizer steps in standard deviations'),
-    ({'study.rate_distortion': True, 'study.rd_qualities': '(10, 500)'},
-     'study.rd_qualities must be JPEG/WebP qualities, integers in 1..100'),
-    ({'study.classifier_workdir': '/no/such/classifier'},
-     '--config.study.classifier_workdir=/no/such/classifier holds no finished run'),
 ]
 
 
@@ -78,6 +71,71 @@ def test_bad_study_values_are_one_sentence(tmp_path, cifar, overrides, expected)
   rc, log = launch(tiny(cifar, str(tmp_path / 'w'), 's1_optimizers', **overrides))
   lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
   assert rc == 2 and len(lines) == 1 and expected in lines[0], log[-2000:]
+
+
+# Each evaluator's settings (study.evals), through the study config that names it.
+BAD_EVAL_FLAGS = [
+    ('rate_distortion', {'study.evals.rate_distortion.steps': '(0.5, -1.0)'},
+     'study.evals.rate_distortion.steps must be positive numbers (quantizer steps in standard '
+     'deviations'),
+    ('rate_distortion', {'study.evals.rate_distortion.qualities': '(10, 500)'},
+     'study.evals.rate_distortion.qualities must be JPEG/WebP qualities, integers in 1..100'),
+    ('s4_colored_mnist', {'study.evals.visualize.max_points': 2},
+     '--config.study.evals.visualize.max_points must be an integer >= 5'),
+    ('s2_compression_rate', {'study.evals.classifier.workdir': '/no/such/classifier',
+                             'study.only': 'rate_2', 'model.widths': '()', 'study.x_axis': ''},
+     '--config.study.evals.classifier.workdir=/no/such/classifier holds no finished run'),
+    ('s2_compression_rate', {'study.evals.classifier.train.model.name': 'rate_cae',
+                             'study.only': 'rate_2'},
+     'study.evals.classifier.train trains a rate_cae, which is not a classifier'),
+    ('s1_optimizers', {'study.evals.pca.floats': 3},
+     "--config.study.evals.pca.floats: 'floats' is not a field of the config"),
+]
+
+
+@pytest.mark.parametrize('study,overrides,expected', BAD_EVAL_FLAGS,
+                         ids=[f'{s}:{next(iter(o))}' for s, o, _ in BAD_EVAL_FLAGS])
+def test_bad_evaluator_settings_are_one_sentence(tmp_path, cifar, study, overrides, expected):
+  rc, log = launch(tiny(cifar, str(tmp_path / 'w'), study, **overrides))
+  lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
+  assert rc == 2 and len(lines) == 1 and expected in lines[0], log[-2000:]
+  assert not (tmp_path / 'w').exists()
+
+
+EVALS_IN_A_CONFIG = '''
+from configs.studies import s1_optimizers
+
+def get_config():
+  c = s1_optimizers.get_config()
+  c.study.evals.{name} = {settings}
+  return c
+'''
+
+
+@pytest.mark.parametrize('name,settings,expected', [
+    ('nl_mean', '{}', "Unknown study evaluator (study.evals) 'nl_mean'; valid study evaluator (study.evals) names are: classifier, nl_means, pca, rate_distortion, visualize."),
+    ('rate_distortion', "{'step': (1.0,)}",
+     "study.evals.rate_distortion has no setting 'step'; its settings are qualities, steps."),
+    ('classifier', '{}', 'study.evals.classifier needs the overrides that train a classifier'),
+])
+def test_evaluators_a_config_names_are_checked(tmp_path, cifar, name, settings, expected):
+  config = tmp_path / 'study_config.py'
+  config.write_text(EVALS_IN_A_CONFIG.format(name=name, settings=settings))
+  flags = tiny(cifar, str(tmp_path / 'w'), 's1_optimizers')
+  rc, log = launch([f'--config={config}', *flags[1:]])
+  lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
+  assert rc == 2 and len(lines) == 1 and expected in lines[0], log[-2000:]
+  assert not (tmp_path / 'w').exists()
+
+
+def test_a_moved_study_field_names_its_new_place(tmp_path, cifar):
+  config = tmp_path / 'old_study.py'
+  config.write_text('from configs.studies import s1_optimizers\n\ndef get_config():\n'
+                    '  c = s1_optimizers.get_config()\n  c.study.visualize = True\n  return c\n')
+  flags = tiny(cifar, str(tmp_path / 'w'), 's1_optimizers')
+  rc, log = launch([f'--config={config}', *flags[1:]])
+  lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]
+  assert rc == 2 and len(lines) == 1 and 'study.visualize is now study.evals.visualize' in lines[0]
   assert not os.path.exists(tmp_path / 'w' / 'members')  # refused before any training
 
 

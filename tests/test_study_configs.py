@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from flax_cae.studies import run as study
+from flax_cae.studies import plan as study
 
 STUDIES = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / 'configs' / 'studies')
                  .glob('*.py') if p.stem not in ('__init__', 'common'))

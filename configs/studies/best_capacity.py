@@ -42,4 +42,4 @@ def get_config():
       'best64_spatial_no_blocks': {'model': {**SPATIAL64, 'stage_blocks': (0, 0, 0, 0)}},
       'best64_spatial_flip': {'model': SPATIAL64, 'augment': 'flip'},
       'best64_code8x8': {'model': {'latent_dim': 64}},
-  }, train_together='no')
+  }, evals=dict(pca={}), train_together='no')

@@ -19,4 +19,4 @@ def get_config():
   return study_config(cifar10_best256.get_config(), 'best_codes', {
       'best256': {},
       'best64': cifar10_best64.OVERRIDES,
-  })
+  }, evals=dict(pca={}))

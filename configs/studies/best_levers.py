@@ -33,4 +33,4 @@ def get_config():
       'flip': {'augment': 'flip'},
       'flip_crop': {'augment': 'flip_crop'},
       'bfloat16': {'model': {'dtype': 'bfloat16'}},
-  }, train_together='no')
+  }, evals=dict(pca={}), train_together='no')

@@ -4,11 +4,15 @@ import copy
 
 import ml_collections
 
+from flax_cae.studies import evals as evals_lib
 
-def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
+
+def study_config(base: ml_collections.ConfigDict, name: str, members: dict, evals: dict,
                  **settings) -> ml_collections.ConfigDict:
   """`base` (what every member shares) plus a `study` section; `members` maps a member's
-  name to the config fields it overrides, as a partial config tree."""
+  name to the config fields it overrides, as a partial config tree; `evals` names what runs
+  after the members ({evaluator: its settings}, flax_cae/studies/evals.py), each written out
+  with every setting it takes so a flag can change any of them."""
   c = base
   # One copy per member: ConfigDict keeps a dict shared by two members (e.g. the same noise
   # settings) as one shared node, and a flag setting one member's field would set both.
@@ -26,19 +30,12 @@ def study_config(base: ml_collections.ConfigDict, name: str, members: dict,
       lr_factors=(0.3, 1.0, 3.0),
       tune_epochs=1,            # length of each tuning run, in epochs
       num_grid_images=8,        # test images in reconstructions.png
-      # S2: a classifier judges every member's reconstructions. `classifier` overrides the
-      # base config to train one on the original images (e.g. {'model': {'name': 'lenet5'}, 'loss': {'name': 'cross_entropy'}});
-      # `classifier_workdir` reuses a finished one instead.
-      classifier={},
-      classifier_workdir='',
       x_axis='',                # a config field the members vary (model.rate): curves against it
-      visualize=False,          # S4: flax_cae.visualize for every member at the end
-      # Issue 18: bytes, not floats. Every code quantized (step = rd_steps x each channel's
-      # std on the training codes), range-coded and decoded from its bytes; PCA, JPEG and
-      # WebP (rd_qualities) beside them: rate_distortion.{md,csv,png}.
-      rate_distortion=False,
-      rd_steps=(1.0, 0.5, 0.25, 0.125),
-      rd_qualities=(5, 10, 20, 30, 50, 70, 90),
+      # What runs after the members, in this order: pca (PCA at each member's floats),
+      # nl_means (beside denoising members), classifier (S2: train={overrides of the base
+      # config} trains one on the originals, or workdir=DIR reuses a finished one),
+      # rate_distortion (steps, qualities: bytes, not floats), visualize (max_points: S4).
+      evals=evals_lib.defaults(**evals),
   ))
   c.study.update(settings)
   return c

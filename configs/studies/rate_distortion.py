@@ -36,4 +36,4 @@ def get_config():
       **{f'balle2017_lambda{lam:g}'.replace('.', 'p'): balle(lam) for lam in LAMBDAS},
   }
   return study_config(cifar10_best256.get_config(), 'rate_distortion', members,
-                      rate_distortion=True)
+                      evals=dict(pca={}, rate_distortion={}))

@@ -20,4 +20,4 @@ def get_config():
       'improved_skip_134': model(skips=(1, 3, 4)),
       'improved_res_interp': model(name='improved_cae_res_interp'),
       'improved_res_conv': model(name='improved_cae_res_conv'),
-  })
+  }, evals=dict(pca={}))

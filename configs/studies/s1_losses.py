@@ -19,4 +19,4 @@ def get_config():
       'l1+mse_1:2': loss('l1+mse', alpha=0.5, beta=1.0),
       'ssim': loss('ssim'),
       'mse+ssim': loss('mse+ssim', ssim_weight=1.0),
-  })
+  }, evals=dict(pca={}))

@@ -20,4 +20,4 @@ def get_config():
       'adagrad': opt('adagrad', 1e-2),
       'adadelta': opt('adadelta', 1.0),
       'nadam': opt('nadam', 1e-3),
-  }, tune_learning_rate=True)
+  }, evals=dict(pca={}), tune_learning_rate=True)

@@ -9,7 +9,7 @@ MSE, Adam 1e-3, batch 64, 5 epochs each (S2: 5 epochs for the CAE and for the CN
 
 PCA with each rate's number of floats is scored the same way (r = 2 keeps 8,192 floats,
 more than the image's 3,072: no PCA row, "not a compression"). A classifier trained
-before: --config.study.classifier_workdir=DIR.
+before: --config.study.evals.classifier.workdir=DIR.
 """
 
 from configs import default
@@ -36,6 +36,7 @@ def get_config():
   return study_config(
       c, 's2_compression_rate',
       {f'rate_{r}': {'model': {'rate': r}} for r in RATES},
-      classifier={'model': {'name': 'lenet5'}, 'loss': {'name': 'cross_entropy'},
-                  'early_stopping': {'metric': 'accuracy'}},
+      evals=dict(pca={}, classifier=dict(train={'model': {'name': 'lenet5'},
+                                                'loss': {'name': 'cross_entropy'},
+                                                'early_stopping': {'metric': 'accuracy'}})),
       x_axis='model.rate')

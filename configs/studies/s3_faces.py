@@ -35,4 +35,4 @@ def get_config():
       'cae': cae,
       'fc_ae_denoise': {**fc, **NOISE},
       'cae_denoise': {**cae, **NOISE},
-  })
+  }, evals=dict(pca={}, nl_means={}))

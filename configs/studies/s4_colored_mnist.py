@@ -34,4 +34,4 @@ def get_config():
       'ae': {'optimizer': {'learning_rate': 3e-4}},
       'ae_dropout_bn': {'model': {'batch_norm': True, 'dropout_rate': 0.2}},
       'vae': {'model': {'name': 'conv_vae', 'latent_dim': 16, 'widths': (32, 64)}},
-  }, visualize=True)
+  }, evals=dict(pca={}, nl_means={}, visualize={}))

@@ -1,0 +1,7 @@
+"""Images to bytes and back: the stream format of a quantized code (bitstream.py: per-channel
+quantizer, probability tables, range coder), the classical codecs JPEG and WebP
+(classical.py), and rate-distortion curves and BD-rates (rate_distortion.py). The learned
+codec itself, Balle et al. 2017, is a model: flax_cae/models/balle2017.py.
+
+May import: flax_cae.runtime, flax_cae.measures, flax_cae.models, flax_cae.data.
+"""

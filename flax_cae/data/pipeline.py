@@ -235,3 +235,26 @@ class Prefetcher:
     if isinstance(item, Exception):
       raise item
     return item
+
+
+def chunks(split: Split, size: int):
+  """(uint8 [size, H, W, C] images, bool [size] mask) over the split, padded at the end."""
+  for start in range(0, split.n, size):
+    idx = np.arange(start, start + size)
+    if split.on_device:
+      yield padded_slice(split.images, start, size), jnp.asarray(idx < split.n)
+    else:
+      rows = split.host_batch(idx[idx < split.n])
+      yield jnp.asarray(pad_to(rows, size)), jnp.asarray(idx < split.n)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def padded_slice(images, start, size):
+  """images[start:start + size] on the device, zero-padded past the end (one program per size)."""
+  images = jnp.concatenate([images, jnp.zeros((size, *images.shape[1:]), images.dtype)])
+  return jax.lax.dynamic_slice_in_dim(images, start, size)
+
+
+def first_images(split: Split, n: int):
+  """The split's first n images (uint8, on the device where the split is)."""
+  return next(chunks(split, max(n, 1)))[0][:n]

@@ -21,23 +21,6 @@ _HI = jax.lax.Precision.HIGHEST
 CHUNK = 1000
 
 
-def _chunks(split: pipeline.Split, size: int = CHUNK):
-  """(uint8 [size, H, W, C] images, bool [size] mask) over the split, padded at the end."""
-  for start in range(0, split.n, size):
-    idx = np.arange(start, start + size)
-    if split.on_device:
-      yield _slice(split.images, start, size), jnp.asarray(idx < split.n)
-    else:
-      rows = split.host_batch(idx[idx < split.n])
-      yield jnp.asarray(pipeline.pad_to(rows, size)), jnp.asarray(idx < split.n)
-
-
-@functools.partial(jax.jit, static_argnums=(2,))
-def _slice(images, start, size):
-  images = jnp.concatenate([images, jnp.zeros((size, *images.shape[1:]), images.dtype)])
-  return jax.lax.dynamic_slice_in_dim(images, start, size)
-
-
 @jax.jit
 def _sums(images_u8, mask):
   x = to_float(images_u8).reshape(images_u8.shape[0], -1) * mask[:, None]
@@ -56,12 +39,12 @@ class PCA:
   def __init__(self, split: pipeline.Split):
     self.image_shape = split.image_shape
     total, count = None, 0
-    for images, mask in _chunks(split):
+    for images, mask in pipeline.chunks(split, CHUNK):
       s, c = _sums(images, mask)
       total, count = (s if total is None else total + s), count + c
     self.mean = total / count
     scatter = None
-    for images, mask in _chunks(split):
+    for images, mask in pipeline.chunks(split, CHUNK):
       s = _scatter(images, mask, self.mean)
       scatter = s if scatter is None else scatter + s
     eigvals, eigvecs = jnp.linalg.eigh(scatter / count)
@@ -88,7 +71,7 @@ class PCA:
     """Mean per-image MSE, L1, PSNR (dB), SSIM of k-component reconstructions of a split,
     with the same definitions as the models' evaluation (metrics.image_metrics)."""
     total = None
-    for images, mask in _chunks(split):
+    for images, mask in pipeline.chunks(split, CHUNK):
       sums = _score(images, mask, self.mean, self.components[:, :k])
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)

@@ -96,10 +96,10 @@ def visualize(workdir: str, max_points: int = 2000, data_dir: str = '', out: str
   return written
 
 
-def check_max_points(max_points):
+def check_max_points(max_points, flag: str = '--max_points'):
   if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 5:
-    raise ConfigError(f'--max_points must be an integer >= 5 (t-SNE needs at least 5 codes), '
-                      f'got {max_points!r}; e.g. --max_points=2000.')
+    raise ConfigError(f'{flag} must be an integer >= 5 (t-SNE needs at least 5 codes), '
+                      f'got {max_points!r}; e.g. {flag}=2000.')
 
 
 def _class_names(data, split_name):

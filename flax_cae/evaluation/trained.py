@@ -30,7 +30,6 @@ from absl import logging
 from flax_cae.measures import metrics as metrics_lib
 from flax_cae import models
 from flax_cae.training import tasks
-from flax_cae.evaluation.pca import _slice  # pylint: disable=protected-access
 from flax_cae.runtime import workdir as workdir_lib
 from flax_cae.runtime.checkpoint import Reader
 from flax_cae.data import pipeline, sources
@@ -170,7 +169,7 @@ def labeled_chunks(split: pipeline.Split, size: int = CHUNK):
     idx = np.arange(start, start + size)
     mask = idx < split.n
     if split.on_device:
-      yield _slice(split.images, start, size), _slice(split.labels, start, size), mask
+      yield pipeline.padded_slice(split.images, start, size), pipeline.padded_slice(split.labels, start, size), mask
     else:
       arrays = sources.load_arrays(split.source, idx[mask])
       yield (jnp.asarray(pipeline.pad_to(arrays['image'], size)),

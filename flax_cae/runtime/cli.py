@@ -199,3 +199,15 @@ def parse_flags(argv, flag_values=None):
     return flag_values(argv)
   except flags.Error as e:
     fail(explain_flag_error(e, default))
+
+
+def update_config(config, overrides, where: str):
+  """Applies a partial config tree; an unknown field is one sentence naming it."""
+  for key, value in overrides.items():
+    if key not in config:
+      raise ConfigError(f'{where}: {key!r} is not a config field; check the spelling '
+                        f'(fields here: {", ".join(sorted(config.keys()))}).')
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      update_config(config[key], value, f'{where}.{key}')
+    else:
+      config[key] = value
