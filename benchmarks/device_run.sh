@@ -16,15 +16,15 @@
 #             input gradient against the defaults (same function, other formulation)
 #   scaling   throughput.py --scaling over the devices present
 #   members   benchmarks/members.py: study members trained together (vmapped) vs one by one
-#   best      issue 14: configs/studies/best_codes.py (cifar10_best256 and its 64-float sibling,
+#   best      configs/studies/best_codes.py (cifar10_best256 and its 64-float sibling,
 #             PCA at the same floats beside each) on the CIFAR-10 JPEGs: $CIFAR_JPEGS, else
 #             shared/data/ or ../shared/data/cifar10-jpeg-train.tar.gz; 40,000 train / 5,000
 #             validation / 5,000 test; BEST_EPOCHS (default: the config's 60)
-#   capacity  issue 14's next step: configs/studies/best_capacity.py (the recipe, one residual
+#   capacity  configs/studies/best_capacity.py (the recipe, one residual
 #             block at 8x8, against none, more blocks at the low-resolution stages, and with
 #             width, at 256 and 64 floats, PCA beside each) on the same images and split;
 #             BEST_EPOCHS as for best
-#   rd        issue 18: configs/studies/rate_distortion.py on the same images (the 256- and
+#   rd        configs/studies/rate_distortion.py on the same images (the 256- and
 #             64-float codes range-coded, Balle 2017 at four lambdas, PCA, JPEG and WebP):
 #             rate_distortion.md/.csv/.png; BEST_EPOCHS shortens every member
 #

@@ -1,4 +1,4 @@
-"""Issue 14: a CIFAR-10 code of 256 floats that beats PCA-256 on unseen images by 1 dB.
+"""A CIFAR-10 code of 256 floats that beats PCA-256 on unseen images by 1 dB.
 
 res_cae: a conv stem and three stages (32, 64, 128 channels at 32x32, 16x16, 8x8; a
 stride-2 conv between stages), one residual block at the 8x8 stage only (stage_blocks

@@ -1,4 +1,4 @@
-"""Issue 14: cifar10_best256's recipe at 64 floats, meant to beat PCA-64 on unseen images.
+"""cifar10_best256's recipe at 64 floats, meant to beat PCA-64 on unseen images.
 
 The same three stages (one residual block at 8x8), 1.5x wider (48/96/192 channels: at
 32/64/128 the model trained no higher than it validated and more epochs bought nothing), and

@@ -30,8 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       name='improved_cae',      # cae (S0) | base_cae, improved_cae (S1) | rate_cae, lenet5 (S2)
-                                # | fc_ae (S3) | s4_ae, conv_vae (S4) | res_cae (issue 14)
-                                # | balle2017 (issue 18: a learned codec)
+                                # | fc_ae (S3) | s4_ae, conv_vae (S4) | res_cae (a residual CAE)
+                                # | balle2017 (Balle et al. 2017: a learned codec)
       latent_dim=64,
       widths=(),                # () = the model's own (S1: 16, 32, 64[, 128])
       hidden_dim=512,           # base_cae's hidden dense layer

@@ -1,4 +1,4 @@
-"""Balle et al. 2017 (issue 18): GDN, the learned factorized density, the rate-distortion
+"""Balle, Laparra and Simoncelli 2017: GDN, the learned factorized density, the rate-distortion
 loss, and that the model's bits are what the range coder writes from its table."""
 
 import jax

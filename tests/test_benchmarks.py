@@ -123,15 +123,15 @@ def test_device_run_script_runs_every_stage(tmp_path):
   # Every table names the CPU and its vector extensions (ratios move with them).
   assert summary.count('vector extensions: ') >= 3, summary
   assert '| base_cae | 2 |' in summary  # members together vs one by one
-  # Issue 14's study: both codes, each beside PCA at its floats, on 100 real photos.
+  # best_codes: both codes, each beside PCA at its floats, on 100 real photos.
   assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
   assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
-  assert 'capacity_study.md' in names  # issue 14's next step, every member beside PCA
+  assert 'capacity_study.md' in names  # best_capacity: every member beside PCA
   capacity = tar_text(out / 'results.tgz', './capacity_study.md')
   for row in ('| best256_no_blocks |', '| best256_deep |', '| best64_spatial |',
               '| PCA (256 floats) |', '| PCA (64 floats) |'):
     assert row in capacity, capacity
-  # Issue 18's study: the code and a Balle member in bytes beside PCA, JPEG and WebP.
+  # rate_distortion: the code and a Balle member in bytes beside PCA, JPEG and WebP.
   assert {'rd_rate_distortion.md', 'rd_rate_distortion.csv', 'rd_rate_distortion.png',
           'rd_study.md', 'best_study.md'} <= names
   rd_table = summary.split('# Rate-distortion')[-1]

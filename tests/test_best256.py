@@ -1,4 +1,4 @@
-"""Issue 14's recipe (configs/cifar10_best256.py) on real CIFAR-10 photos, briefly: its code is
+"""The best256 recipe (configs/cifar10_best256.py) on real CIFAR-10 photos, briefly: its code is
 256 floats and nothing else, and it already beats predicting the mean training image."""
 
 import json

@@ -1,4 +1,4 @@
-"""Codes to bytes and back (issue 18): quantizer, fitted tables, constriction's range coder."""
+"""Codes to bytes and back: quantizer, fitted tables, constriction's range coder."""
 
 import numpy as np
 import pytest

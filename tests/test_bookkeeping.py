@@ -1,4 +1,4 @@
-"""The loop's bookkeeping (issue 16): a train row at every evaluation, runs without a test
+"""The loop's bookkeeping: a train row at every evaluation, runs without a test
 or validation split, the kept model chosen by the configured metric, independent random
 streams, the learning rate of the last update, and nothing repeated or leaked per run."""
 

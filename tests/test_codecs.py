@@ -1,4 +1,4 @@
-"""JPEG and WebP on real photos (issue 18): sizes are the files' bytes, the payload is what
+"""JPEG and WebP on real photos: sizes are the files' bytes, the payload is what
 changes from image to image, and quality trades bytes for PSNR."""
 
 import numpy as np

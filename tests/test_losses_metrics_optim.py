@@ -105,7 +105,7 @@ def _degraded(images: np.ndarray, seed: int = 0):
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
-  """The SSIM definition of PERF_NOTES, on one [H, W, C] image pair."""
+  """The SSIM definition of docs/performance.md, on one [H, W, C] image pair."""
   return skimage.metrics.structural_similarity(
       a.astype(np.float64), b.astype(np.float64), gaussian_weights=True,
       sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1)

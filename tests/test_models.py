@@ -314,7 +314,7 @@ def test_lenet5_is_lenet5(shape, params):
                                                        ((8, 16, 16, 16), 64, (4, 4, 4)),
                                                        ((8, 16), 28 * 28 // 4, (14, 14, 1))])
 def test_res_cae_code_is_a_spatial_latent_of_latent_dim_floats(widths, latent, code_shape):
-  """res_cae (issue 14): the code is one H x W x C tensor of exactly latent_dim floats."""
+  """res_cae: the code is one H x W x C tensor of exactly latent_dim floats."""
   shape = (28, 28, 1) if code_shape[0] == 14 else (32, 32, 3)
   model = models.build_model(cfg(name='res_cae', widths=widths, latent_dim=latent, blocks=2,
                                  batch_norm=False, activation='gelu'), shape)
@@ -383,7 +383,7 @@ def test_models_without_stages_of_blocks_ignore_stage_blocks():
 
 
 def test_group_norm_keeps_no_statistics_and_treats_each_image_alone():
-  """model.norm=group (issue 14's lever): GroupNorm where batch_norm puts BatchNorm; it keeps
+  """model.norm=group (a lever of the best256 recipe): GroupNorm where batch_norm puts BatchNorm; it keeps
   no running statistics, so in training an image's output does not depend on its batch."""
   model = models.build_model(cfg(name='res_cae', widths=(8, 16, 32), latent_dim=64, norm='group',
                                  activation='gelu'), (16, 16, 3))

@@ -1,4 +1,4 @@
-"""Compression in bytes (issue 18): BD-rate, matched-rate interpolation, and the
+"""Compression in bytes: BD-rate, matched-rate interpolation, and the
 rate-distortion study end to end through launch.py on the embedded default data."""
 
 import csv

@@ -224,7 +224,7 @@ def _with_limit(data_config, limit_mb):
 
 
 def test_ema_of_the_parameters_is_what_evaluation_runs(data_dir):
-  """ema_decay (issue 14's lever): after each step ema = d * ema + (1 - d) * params with
+  """ema_decay (a lever of the best256 recipe): after each step ema = d * ema + (1 - d) * params with
   d = min(ema_decay, (1 + t) / (10 + t)); evaluation applies it; off, it is not kept."""
   config = tiny_config(data_dir, ema_decay=0.5)
   config.model.update(name='fc_ae', widths=(), hidden_dim=16, latent_dim=4)  # the rule, not the model

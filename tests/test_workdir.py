@@ -1,4 +1,4 @@
-"""The workdir contract through launch.py (issue 17): a resume under other settings is refused
+"""The workdir contract through launch.py: a resume under other settings is refused
 with its checkpoints untouched, more epochs are allowed, one run at a time (a lock, taken
 over when its process died), `~` in --workdir means the home folder; read-only folders, a
 full disk while saving and image folders holding other files are one sentence or a warning."""

@@ -1,4 +1,4 @@
-"""Issue 14: capacity for the 256- and 64-float codes, over the recipe's full schedules. The
+"""Capacity for the 256- and 64-float codes, over the recipe's full schedules. The
 recipe (one residual block at 8x8) against no blocks (the first recipe, which ended flat
 below the issue's target on the CPU), more depth at the low-resolution stages
 (`model.stage_blocks`), depth with width; for 64 floats the recipe (a dense code, flips and

@@ -1,4 +1,4 @@
-"""Issue 14: codes better than PCA. cifar10_best256 (a 256-float code) and its 64-float
+"""Codes better than PCA. cifar10_best256 (a 256-float code) and its 64-float
 sibling trained by one command, with PCA at the same floats on the same test images beside
 each (the study's PCA rows).
 

@@ -1,4 +1,4 @@
-"""Issue 14's levers, one at a time: cifar10_best256 against itself with one change each,
+"""The best256 recipe's levers, one at a time: cifar10_best256 against itself with one change each,
 trained one by one (so images/s is each member's own). The table says what each change
 bought in PSNR and what it cost in training images/s; compare members on validation PSNR
 (the study's validation_psnr.png and each member's metrics.jsonl), not on the test split.

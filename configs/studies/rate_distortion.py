@@ -1,4 +1,4 @@
-"""Issue 18: compression in bytes. The issue-14 codes (cifar10_best256's 256 floats and its
+"""Compression in bytes. The codes that beat PCA (cifar10_best256's 256 floats and its
 64-float sibling) quantized and range-coded at several steps, Balle et al. 2017's learned
 codec at several lambdas (trained by the same loop: loss = bits per pixel + lambda x 255^2 x
 MSE), PCA at the same floats coded the same way, and JPEG and WebP, every image coded

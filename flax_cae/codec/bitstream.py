@@ -1,5 +1,5 @@
 """Codes to bytes and back: a uniform scalar quantizer per channel, a per-channel
-probability model, and constriction's range coder (issue 18).
+probability model, and constriction's range coder.
 
 A code of any shape [..., C] (a CAE's [H, W, C] map, PCA's [k] coefficients with one
 "channel" per component) is quantized channel by channel, q = round(z / step[c]), each q

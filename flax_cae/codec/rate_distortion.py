@@ -1,4 +1,4 @@
-"""Compression in bytes (issue 18): every trained code, PCA and the classical codecs as
+"""Compression in bytes: every trained code, PCA and the classical codecs as
 points of PSNR against bits per pixel, decoded from real bitstreams.
 
 - An autoencoder's code (and PCA's, at the same floats): per channel a uniform quantizer

@@ -1,7 +1,7 @@
 """Image-quality metrics for evaluation, computed on device.
 
-Definitions (state them next to any table, see PERF_NOTES "Metrics that must
-match the literature"):
+Definitions (state them next to any table; docs/performance.md compares them with
+scikit-image's and torchmetrics'):
 
 - `mse`, `l1`: mean over height, width and channels, pixels in [0, 1].
 - `psnr`: `dm_pix.psnr`, i.e. 10 * log10(1 / MSE) in dB for pixel range 1.0.

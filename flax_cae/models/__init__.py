@@ -25,58 +25,73 @@ class ModelSpec(NamedTuple):
   torch_mirror: bool = True  # benchmarks/torch_reference.py has a PyTorch copy to race it
   init: str = 'lecun'  # conv kernels; 'he' where LeCun's init lets a deep ReLU stack's signal fade
   any_stages: bool = False  # model.widths may have any length (each entry a stage)
+  # What it is trained to do (flax_cae/training/tasks.py): reconstruction, variational
+  # (reconstruction + beta * KL), classification or rate_distortion (a learned codec).
+  task: str = 'reconstruction'
+  latent_code: bool = False  # its code is model.latent_dim floats (rate_cae's is set by its rate)
 
 
 MODELS = {
     'cae': ModelSpec(ae.CAEEncoder, ae.CAEDecoder, (32, 64, 128),
-                     'S0: three conv + max-pool stages, dense bottleneck, three transposed convs'),
+                     '"Convolutional autoencoder for CIFAR-10" (S0): three conv + max-pool stages, dense bottleneck, three transposed convs',
+                     latent_code=True),
     'base_cae': ModelSpec(ae.BaseCAEEncoder, ae.BaseCAEDecoder, (16, 32, 64),
-                          'S1 BaseCAE'),
+                          'BaseCAE of S1 (Erkol, Guvenli and Koulaeizadeh, "Exploring Enhanced '
+                          'Architectures for Convolutional Autoencoders")', latent_code=True),
     'improved_cae': ModelSpec(ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
-                              'S1 ImprovedCAE (skips across the bottleneck with model.skips)',
-                              allows_skips=True),
+                              'ImprovedCAE of S1 (skips across the bottleneck with model.skips)',
+                              allows_skips=True, latent_code=True),
     'improved_cae_res_interp': ModelSpec(
         ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
         'S1 ImprovedCAE with residuals inside the encoder, resized by bilinear interpolation '
         'and zero channels', allows_skips=True, encoder_residual='interpolate',
-        torch_mirror=False),
+        torch_mirror=False, latent_code=True),
     'rate_cae': ModelSpec(ae.RateCAEEncoder, ae.RateCAEDecoder, (),
-                          'S2: log2(model.rate) conv + ReLU + max-pool stages, decoder of '
+                          '"Implementation of Convolutional Autoencoder and Learnings on Image '
+                          'Compression" (S2): log2(model.rate) conv + ReLU + max-pool stages, decoder of '
                           'nearest-neighbour upsampling + conv', torch_mirror=False),
     'fc_ae': ModelSpec(ae.FCEncoder, ae.FCDecoder, (),
-                       "S3's SimpleAE: flatten, dense hidden_dim, code latent_dim, mirrored",
-                       torch_mirror=False),
-    's4_ae': ModelSpec(ae.S4Encoder, ae.S4Decoder, (128, 64, 32, 16),
-                       "S4's AE: four stride-2 convs to a 2x2x16 code (28x28), four transposed "
-                       'convs (with model.dropout_rate and batch_norm: S4\'s second model)',
+                       'SimpleAE of Zhang, "A Better Autoencoder for Image: Convolutional '
+                       'Autoencoder" (S3): flatten, dense hidden_dim, code latent_dim, mirrored',
+                       torch_mirror=False, latent_code=True),
+    's4_ae': ModelSpec(ae.StridedConvEncoder, ae.StridedConvDecoder, (128, 64, 32, 16),
+                       'AE of Pant, "Autoencoder" (S4): four stride-2 convs to a 2x2x16 code '
+                       '(28x28), four transposed convs (with model.dropout_rate and batch_norm: '
+                       "S4's second model)",
                        torch_mirror=False, init='he'),
     'conv_vae': ModelSpec(ae.VAEEncoder, ae.VAEDecoder, (32, 64),
-                          "S4's VAE: stride-2 convs, mean and log-variance heads (latent_dim), "
+                          'VAE (Kingma and Welling 2013, arXiv:1312.6114) of Pant, "Autoencoder" '
+                          '(S4): stride-2 convs, mean and log-variance heads (latent_dim), '
                           'reparameterised code, transposed-conv decoder; loss + beta * KL',
-                          torch_mirror=False, init='he'),
-    'lenet5': ModelSpec(ae.LeNet5, None, (), "S2's classifier: LeNet-5 (softmax over the "
-                        "data set's classes)", torch_mirror=False),
+                          torch_mirror=False, init='he', task='variational', latent_code=True),
+    'lenet5': ModelSpec(ae.LeNet5, None, (), 'LeNet-5 (LeCun, Bottou, Bengio and Haffner 1998), '
+                        "S2's classifier: softmax over the data set's classes",
+                        torch_mirror=False, task='classification'),
     'res_cae': ModelSpec(ae.ResCAEEncoder, ae.ResCAEDecoder, (32, 64, 128),
-                         'Issue 14: conv stem, per stage a stride-2 conv and model.blocks '
+                         'A residual CAE (residual blocks of He, Zhang, Ren and Sun 2016, '
+                         'arXiv:1512.03385): conv stem, per stage a stride-2 conv and model.blocks '
                          'residual blocks, a code of latent_dim floats (model.code: spatial, '
                          'a 1x1 conv; dense, one vector), mirrored with transposed convs; no '
                          'skips',
-                         torch_mirror=False, init='he', any_stages=True),
+                         torch_mirror=False, init='he', any_stages=True, latent_code=True),
     'balle2017': ModelSpec(balle.BalleAnalysis, balle.BalleSynthesis, (64, 64, 64),
-                           'Issue 18: Balle et al. 2017, a learned codec: stride-2 5x5 convs with '
+                           'Balle, Laparra and Simoncelli, "End-to-end Optimized Image '
+                           'Compression" (ICLR 2017, arXiv:1611.01704), a learned codec: stride-2 5x5 convs with '
                            'GDN to a code of widths[-1] channels, quantized (noise while '
                            'training), a learned factorized density; loss = rate + '
-                           'loss.rd_lambda * distortion', torch_mirror=False, any_stages=True),
+                           'loss.rd_lambda * distortion', torch_mirror=False, any_stages=True,
+                           task='rate_distortion'),
     'improved_cae_res_conv': ModelSpec(
         ae.ImprovedCAEEncoder, ae.ImprovedCAEDecoder, (16, 32, 64, 128),
         'S1 ImprovedCAE with residuals inside the encoder, resized by a strided 1x1 conv',
-        allows_skips=True, encoder_residual='resample', torch_mirror=False),
+        allows_skips=True, encoder_residual='resample', torch_mirror=False, latent_code=True),
 }
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-CLASSIFIERS = ('lenet5',)  # models whose output is {'logits'}: trained by tasks.Classification
-VAES = ('conv_vae',)       # variational: tasks.VariationalReconstruction (+ beta * KL)
-CODECS = ('balle2017',)    # learned codecs: tasks.RateDistortion (rate + lambda * distortion)
+# The models of each task, as the registry says.
+CLASSIFIERS = tuple(n for n, s in MODELS.items() if s.task == 'classification')  # {'logits'}
+VAES = tuple(n for n, s in MODELS.items() if s.task == 'variational')
+CODECS = tuple(n for n, s in MODELS.items() if s.task == 'rate_distortion')
 RATES = (2, 4, 8, 16)      # rate_cae's model.rate (S2)
 
 
@@ -100,19 +115,9 @@ def _is_count(value) -> bool:
   return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
-  """Builds the model named `config.name` for inputs of `image_shape` (H, W, C).
-
-  `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
-  activation, negative_slope, batch_norm, norm ('batch' or 'group': which one batch_norm
-  turns on), dropout_rate, skips, dtype ('float32' or 'bfloat16'; parameters stay float32
-  either way), transposed_conv ('subpixel' or
-  'dilated': two formulations of the same layer, see layers.ConvTranspose), conv_input_grad
-  ('auto', 'subpixel' or 'xla': how stride-2 convs compute their input gradient).
-  """
-  if config.name not in MODELS:
-    raise unknown_name('model', config.name, MODELS)
-  spec = MODELS[config.name]
+def _widths(config, spec: ModelSpec, image_shape, num_classes: int) -> tuple[tuple, int]:
+  """(channels per stage, rate_cae's rate): the configured widths, checked against the
+  model's stages, else its own."""
   rate = config.get('rate', 8)
   default_widths = spec.widths
   if config.name == 'rate_cae':
@@ -133,6 +138,40 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
     raise ConfigError(
         f'model.widths for {config.name} needs {len(default_widths)} entries (one per stage), '
         f'got {widths}; e.g. --config.model.widths="{default_widths}".')
+  return widths, rate
+
+
+def _blocks(config, widths) -> tuple[int, ...]:
+  """res_cae's residual blocks per stage: model.stage_blocks, else model.blocks at each."""
+  blocks = config.get('blocks', 1)
+  if not _is_count(blocks):
+    raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
+                      f'got {blocks!r}.')
+  stage_blocks = tuple(config.get('stage_blocks', ()))
+  # Only res_cae has stages of blocks; other models ignore it, as they ignore model.blocks
+  # (so --config.model.name=cae works on cifar10_best256's config).
+  if config.name == 'res_cae' and stage_blocks and (
+      len(stage_blocks) != len(widths) or not all(map(_is_count, stage_blocks))):
+    raise ConfigError(
+        f'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 '
+        f'per stage of model.widths={tuple(widths)}, got {stage_blocks!r}.')
+  return stage_blocks or (blocks,) * len(widths)
+
+
+def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
+  """Builds the model named `config.name` for inputs of `image_shape` (H, W, C).
+
+  `config` fields: name, latent_dim, widths (empty = the model's own), hidden_dim,
+  activation, negative_slope, batch_norm, norm ('batch' or 'group': which one batch_norm
+  turns on), dropout_rate, skips, dtype ('float32' or 'bfloat16'; parameters stay float32
+  either way), transposed_conv ('subpixel' or
+  'dilated': two formulations of the same layer, see layers.ConvTranspose), conv_input_grad
+  ('auto', 'subpixel' or 'xla': how stride-2 convs compute their input gradient).
+  """
+  if config.name not in MODELS:
+    raise unknown_name('model', config.name, MODELS)
+  spec = MODELS[config.name]
+  widths, rate = _widths(config, spec, image_shape, num_classes)
   skips = tuple(sorted(config.get('skips') or ()))
   if skips and not spec.allows_skips:
     raise ConfigError(f'model.skips is only supported by improved_cae (and its _res variants), not {config.name}; '
@@ -156,18 +195,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   norm = config.get('norm', 'batch')
   if norm not in NORMS:
     raise unknown_name('norm', norm, NORMS)
-  blocks = config.get('blocks', 1)
-  if not _is_count(blocks):
-    raise ConfigError(f'model.blocks must be an integer >= 0 (residual blocks per stage), '
-                      f'got {blocks!r}.')
-  stage_blocks = tuple(config.get('stage_blocks', ()))
-  # Only res_cae has stages of blocks; other models ignore it, as they ignore model.blocks
-  # (so --config.model.name=cae works on cifar10_best256's config).
-  if config.name == 'res_cae' and stage_blocks and (
-      len(stage_blocks) != len(widths) or not all(map(_is_count, stage_blocks))):
-    raise ConfigError(
-        f'model.stage_blocks must be empty (model.blocks at every stage) or one integer >= 0 '
-        f'per stage of model.widths={tuple(widths)}, got {stage_blocks!r}.')
+  blocks = _blocks(config, widths)
   code = config.get('code', 'spatial')
   if code not in CODES:
     raise unknown_name('model.code', code, CODES)
@@ -191,7 +219,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
       rate=rate if config.name == 'rate_cae' else 0,
       num_classes=num_classes if config.name in CLASSIFIERS else 0,
       init=spec.init,
-      blocks=stage_blocks or (blocks,) * len(widths),
+      blocks=blocks,
       code=code,
   )
   opts.act  # fails early, with the valid names, on an unknown activation
@@ -202,11 +230,11 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
           f'model.latent_dim={opts.latent_dim} is not a whole number of channels on res_cae\'s '
           f'{h}x{w} code (its {len(widths)} stages halve {image_shape[0]}x{image_shape[1]} '
           f'{len(widths) - 1} times); use a multiple of {h * w}, e.g. {4 * h * w}.')
-  if config.name in CLASSIFIERS:
+  if spec.task == 'classification':
     return ae.Classifier(opts, spec.encoder)
-  if config.name in CODECS:
-    return balle.Balle2017(opts, spec.encoder, spec.decoder)
-  return (ae.VAE if config.name in VAES else ae.Autoencoder)(opts, spec.encoder, spec.decoder)
+  module = {'rate_distortion': balle.Balle2017, 'variational': ae.VAE}.get(spec.task,
+                                                                         ae.Autoencoder)
+  return module(opts, spec.encoder, spec.decoder)
 
 
 def bottleneck(model: nn.Module) -> dict | None:

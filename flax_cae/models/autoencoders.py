@@ -187,7 +187,7 @@ class ImprovedCAEDecoder(nn.Module):
     return _output(x)
 
 
-# --- Issue 14: a code better than PCA -------------------------------------------------
+# --- res_cae: a residual CAE whose code beats PCA -------------------------------------------------
 
 
 class ResBlock(nn.Module):
@@ -328,7 +328,7 @@ class FCDecoder(nn.Module):
 # --- S4: "Autoencoder" assignment report (colored MNIST) -------------------------------
 
 
-class S4Encoder(nn.Module):
+class StridedConvEncoder(nn.Module):
   """S4's AE encoder: stride-2 3x3 convs (128, 64, 32, 16) + ReLU (+ BatchNorm and dropout
   after every layer for S4's second model: model.batch_norm, model.dropout_rate); the code
   is the last map, 2x2x16 for 28x28 digits."""
@@ -353,8 +353,8 @@ def _transposed_stages(x, o: ModelOptions, sizes, train):
   return x
 
 
-class S4Decoder(nn.Module):
-  """Mirror of S4Encoder: stride-2 transposed convs back through the widths (32, 64, 128)
+class StridedConvDecoder(nn.Module):
+  """Mirror of StridedConvEncoder: stride-2 transposed convs back through the widths (32, 64, 128)
   and a last one to the image's channels (four in all), ReLU between, sigmoid output."""
   opts: ModelOptions
 

@@ -1,4 +1,5 @@
-"""Balle et al. 2017, "End-to-end optimized image compression" (issue 18): a learned codec.
+"""Balle, Laparra and Simoncelli, "End-to-end Optimized Image Compression" (ICLR 2017,
+arXiv:1611.01704): a learned codec.
 
 Analysis transform g_a: stride-2 5x5 convs with GDN between them; synthesis g_s: its mirror
 with inverse GDN. The code y is quantized to integers: while training by adding uniform

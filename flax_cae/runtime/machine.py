@@ -1,6 +1,6 @@
 """The machine a number was measured on: the device, and for CPUs the model and the vector
 extensions. Every benchmark header and study table names it (speed ratios against PyTorch
-move with them: oneDNN gains more from AVX-512 than XLA's CPU backend does, PERF_NOTES.md)."""
+move with them: oneDNN gains more from AVX-512 than XLA's CPU backend does; docs/performance.md)."""
 
 import datetime
 import platform

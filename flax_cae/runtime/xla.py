@@ -12,7 +12,7 @@ from flax_cae.runtime import errors
 
 
 # Steps per device call when config.steps_per_call is 0 ("auto"). On XLA's CPU backend
-# a scanned step loses the fast convolution path (PERF_NOTES.md: ~10x slower), so CPU
+# a scanned step loses the fast convolution path (docs/performance.md: ~10x slower), so CPU
 # runs one step per call; on GPU/TPU many steps per call remove per-step dispatch.
 DEFAULT_STEPS_PER_CALL = {'cpu': 1, 'gpu': 16, 'tpu': 16}
 

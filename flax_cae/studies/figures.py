@@ -14,6 +14,8 @@ from flax_cae.studies import tables
 
 
 def write_figures(workdir, rows, pca_rows, pca_images, n_images):
+  """psnr_ssim.png (bars, baselines as lines), validation_psnr.png, loss_vs_time.png and
+  reconstructions.png."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -32,6 +34,16 @@ def write_figures(workdir, rows, pca_rows, pca_images, n_images):
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'psnr_ssim.png'), dpi=110)
   plt.close(fig)
+  _write_curves(workdir, rows)
+  _write_grid(workdir, rows, pca_images, n_images)
+
+
+def _write_curves(workdir, rows):
+  """Validation PSNR against steps, and (S3) training loss against training seconds
+  (evaluation excluded), of every member."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in rows:
@@ -69,6 +81,13 @@ def write_figures(workdir, rows, pca_rows, pca_images, n_images):
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'loss_vs_time.png'), dpi=110)
   plt.close(fig)
+
+
+def _write_grid(workdir, rows, pca_images, n_images):
+  """The first test images, then each member's and each PCA size's reconstructions."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   strips, labels = [], []
   for r in rows:

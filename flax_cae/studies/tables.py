@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from flax_cae import models
 from flax_cae.runtime import machine
 from flax_cae.training import run as run_lib
 from flax_cae.runtime import writers
@@ -19,11 +20,6 @@ CSV_COLUMNS = ('member', 'x', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim'
                'compression_ratio', 'parameters', 'train_seconds', 'images_per_second',
                'learning_rate', 'learning_rate_tuned', 'accuracy_original',
                'accuracy_reconstruction', 'accuracy_ratio', 'diverged', 'note')
-
-
-# Models whose code size is model.latent_dim (rate_cae's is set by its rate).
-LATENT_MODELS = ('cae', 'base_cae', 'improved_cae', 'improved_cae_res_interp',
-                 'improved_cae_res_conv')
 
 
 def _final_validation_loss(member_dir):
@@ -107,7 +103,7 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
            f'{splits["train"].n:,} train / {splits["validation"].n:,} validation / '
            f'{splits["test"].n:,} test images. Shared by every member '
            f'unless it overrides them: model {base.model.name}'
-           f'{f" (latent {base.model.latent_dim})" if base.model.name in LATENT_MODELS else ""}, '
+           f'{f" (latent {base.model.latent_dim})" if models.MODELS[base.model.name].latent_code else ""}, '
            f'loss {base.loss.name}, optimizer {base.optimizer.name} '
            f'(learning rate {base.optimizer.learning_rate:g}), batch {base.batch_size}, '
            f'{base.num_epochs} epochs. {study.num_seeds} seed(s) per member (mean ± sample std '

@@ -157,6 +157,38 @@ def create_run(config, workdir: str, splits: dict | None = None,
   return run
 
 
+def _restore(ckpts: Checkpoints, state, meta: dict, config, workdir: str, steps_per_epoch: int):
+  """The newest checkpoint of `workdir` into `state` and `meta` (none: `state` as built),
+  after checking that it was written by this model, these members and these settings."""
+  def check(saved_meta):
+    for key in ('model', 'members'):
+      saved, now = saved_meta.get(key), meta.get(key)
+      if saved is not None and saved != now:
+        diff = ({k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+                if isinstance(now, dict) else (saved, now))
+        raise ConfigError(
+            f'{workdir!r} holds checkpoints of a different {"model" if key == "model" else "set of members"} '
+            f'(saved vs now: {diff}); use a new --workdir, or the config that wrote those checkpoints.')
+    resume.check_resume(saved_meta, meta, config, workdir)
+
+  try:
+    restored = ckpts.restore_latest(state, check)
+  except BaseException:  # refused: close orbax's threads, so the process ends quietly
+    ckpts.close()
+    raise
+  if restored is not None:
+    step, state, saved = restored
+    if 'best_psnr' in saved:  # written before the selection metric: PSNR, higher is better
+      saved['best_score'] = saved.pop('best_psnr')
+    for k in _PER_MEMBER:  # checkpoints of single runs written before members existed
+      if not isinstance(saved.get(k), list):
+        saved[k] = [saved.get(k, 0 if k == 'bad_evals' else None)]
+    meta.update(saved, run=meta['run'], num_epochs=config.num_epochs)
+    logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step,
+                 step // steps_per_epoch, workdir)
+  return state
+
+
 def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
   n_dev = mesh.devices.size
   splits = splits or load_data(config, mesh)
@@ -214,32 +246,7 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
   meta['run'] = resume.run_record(config)
   meta['num_epochs'] = config.num_epochs
 
-  def check(saved_meta):
-    for key in ('model', 'members'):
-      saved, now = saved_meta.get(key), meta.get(key)
-      if saved is not None and saved != now:
-        diff = ({k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-                if isinstance(now, dict) else (saved, now))
-        raise ConfigError(
-            f'{workdir!r} holds checkpoints of a different {"model" if key == "model" else "set of members"} '
-            f'(saved vs now: {diff}); use a new --workdir, or the config that wrote those checkpoints.')
-    resume.check_resume(saved_meta, meta, config, workdir)
-
-  try:
-    restored = ckpts.restore_latest(state, check)
-  except BaseException:  # refused: close orbax's threads, so the process ends quietly
-    ckpts.close()
-    raise
-  if restored is not None:
-    step, state, saved = restored
-    if 'best_psnr' in saved:  # written before the selection metric: PSNR, higher is better
-      saved['best_score'] = saved.pop('best_psnr')
-    for k in _PER_MEMBER:  # checkpoints of single runs written before members existed
-      if not isinstance(saved.get(k), list):
-        saved[k] = [saved.get(k, 0 if k == 'bad_evals' else None)]
-    meta.update(saved, run=meta['run'], num_epochs=config.num_epochs)
-    logging.info('Resumed from the checkpoint at step %d (epoch %d) in %s.', step,
-                 step // steps_per_epoch, workdir)
+  state = _restore(ckpts, state, meta, config, workdir, steps_per_epoch)
 
   for member in member_list:
     os.makedirs(member.workdir, exist_ok=True)
