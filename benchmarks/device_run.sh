@@ -62,7 +62,7 @@ if [ "${SIZE:-full}" = tiny ]; then
       --epoch_images=64)
   SPC=(--model=base_cae --batch=8 --steps=2 --ks=1,2 --image=16,16,1 --n=64)
   EPOCHS=1
-  TESTS=(tests/test_models.py -k equals_the_dilated_reference)
+  TESTS=(tests/models/test_models.py -k equals_the_dilated_reference)
   LEVERS=()
   MEM=(--models=base_cae --members=2 --batch=8 --steps=2 --rounds=1 --n=64)
   BEST=(--config.num_epochs=2 --config.batch_size=20 --config.eval_batch_size=20
@@ -79,7 +79,7 @@ else
   F32=(--models=base_cae,cae,improved_cae,improved_cae+skips)
   SPC=(--ks=1,4,16,64 --steps=256 --n=16384)
   EPOCHS=3
-  TESTS=(tests/test_models.py tests/test_losses_metrics_optim.py)
+  TESTS=(tests/models/test_models.py tests/measures/test_losses_metrics_optim.py)
   LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
   MEM=(--models=improved_cae,base_cae --members=2,4,8 --batch=256 --steps=32 --rounds=3)
   BEST=(--config.data.validation_size=5000 --config.data.test_size=5000

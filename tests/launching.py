@@ -7,7 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# tests/test_training.py's tiny_config, as launch.py flags.
+# tests/training/test_loop.py's tiny_config, as launch.py flags.
 TINY = {
     'data.download': False, 'model.latent_dim': 16, 'model.widths': '(8,8,16,16)',
     'model.dropout_rate': 0.1, 'batch_size': 40, 'eval_batch_size': 8, 'num_epochs': 2,

@@ -1,4 +1,10 @@
-"""Model registry: `build_model(config.model, image_shape)` and the true-bottleneck report."""
+"""The models, as Flax linen modules: the registry (`MODELS`: each model's paper, default
+widths, task and options), `build_model(config.model, image_shape)` and the true-bottleneck
+report. The modules live in autoencoders.py (the studies' autoencoders, LeNet-5),
+balle2017.py (the learned codec) and layers.py (the layers they share).
+
+May import: flax_cae.runtime.
+"""
 
 import dataclasses
 import math

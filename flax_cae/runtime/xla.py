@@ -60,7 +60,7 @@ def compiler_options(config) -> dict | None:
 # The XLA options of the CPU's initialisation programs. At XLA's default LLVM level (3) the
 # random initialisers (threefry + erf_inv, one program per parameter) took most of a run's
 # start: 7.9 s for configs/default.py's ImprovedCAE on a 2-core AVX2 EPYC, 2.2 s at level 1,
-# with bit-identical parameters and optimizer state (tests/test_training.py checks this;
+# with bit-identical parameters and optimizer state (tests/training/test_loop.py checks this;
 # benchmarks/init_compile.py measures it). Init runs once, so its code's speed is moot.
 INIT_OPTIONS = {'xla_backend_optimization_level': 1}
 

@@ -26,7 +26,7 @@ from flax_cae.measures import losses
 from flax_cae.measures import metrics
 from flax_cae.training import optim
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+DATA_DIR = Path(__file__).resolve().parents[2].parent / 'shared' / 'data'
 CIFAR_TAR = DATA_DIR / 'cifar10-jpeg-train.tar.gz'
 MNIST_IMAGES = DATA_DIR / 'mnist' / 't10k-images-idx3-ubyte.gz'
 

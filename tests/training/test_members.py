@@ -10,7 +10,7 @@ import pytest
 from flax_cae.training import loop as train
 from flax_cae.runtime.checkpoint import Checkpoints, Reader
 from test_multihost import _without_layer_biases
-from test_training import tiny_config
+from runs import tiny_config
 
 # Float rounding only: the vmapped optimizer scales a unit-rate update by each member's
 # rate (the single run folds the rate into its schedule), and XLA batches the member

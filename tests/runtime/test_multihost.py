@@ -14,7 +14,7 @@ import pytest
 from flax_cae.runtime import distributed
 from flax_cae.training import loop as train
 from launching import free_port, run_processes, start, tiny_flags
-from test_training import assert_trees_close, final_params, read_metrics, tiny_config
+from runs import assert_trees_close, final_params, read_metrics, tiny_config
 
 
 @pytest.fixture(scope='module')

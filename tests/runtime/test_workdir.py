@@ -20,9 +20,9 @@ from flax_cae.training import resume
 from flax_cae.runtime import errors as errors_lib
 from data_fixtures import cifar_jpeg_tree
 from test_errors import snapshot
-from test_training import tiny_config
+from runs import tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory):
 
 
 def launch(workdir, data_dir, *flags, env=None, max_file_bytes=None):
-  """launch.py on the tiny default config (tests/test_training.tiny_config, as flags).
+  """launch.py on the tiny default config (tests/training/test_loop.tiny_config, as flags).
   max_file_bytes: a file-size limit (RLIMIT_FSIZE) on the process, so writes past it fail
   as on a full disk (EFBIG instead of ENOSPC; Python ignores SIGXFSZ)."""
   from launching import TINY  # pylint: disable=g-import-not-at-top

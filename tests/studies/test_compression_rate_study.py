@@ -17,7 +17,7 @@ import data_fixtures
 from configs import default
 from flax_cae.data import pipeline, sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run(args, timeout=900):
@@ -116,7 +116,7 @@ def study(tmp_path_factory, cifar):
 
 
 @pytest.mark.slow
-def test_s2_study_rows_accuracies_pca_and_figures(study):
+def test_compression_rate_study_rows_accuracies_pca_and_figures(study):
   workdir, rows = study
   cae, pca = rows[:3], rows[3:]  # (rate 4 left out to keep the suite short)
   assert [r['member'] for r in cae] == ['rate_2', 'rate_8', 'rate_16']
@@ -178,7 +178,7 @@ def test_evaluate_command_bad_workdirs_are_one_sentence(study, tmp_path, args, e
 
 
 @pytest.mark.slow
-def test_s2_bad_classifier_values_are_one_sentence(tmp_path, cifar, study):
+def test_bad_classifier_settings_are_one_sentence(tmp_path, cifar, study):
   workdir, _ = study
   rc, log = run(s2_flags(cifar, tmp_path / 'w', **{'study.evals.classifier.train.model.name': 'rate_cae'}))
   lines = [l for l in log.splitlines() if l.startswith('flax-cae: error:')]

@@ -9,7 +9,7 @@ import pytest
 
 from flax_cae.studies import plan as study
 
-STUDIES = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / 'configs' / 'studies')
+STUDIES = sorted(p.stem for p in (pathlib.Path(__file__).parents[2] / 'configs' / 'studies')
                  .glob('*.py') if p.stem not in ('__init__', 'common'))
 
 

@@ -23,7 +23,7 @@ from flax_cae.runtime.xla import init_variables
 # End-to-end runs that take the default suite past CI's 15 minutes (README: -m slow).
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIGURES = ('psnr_ssim.png', 'validation_psnr.png', 'reconstructions.png')
 FLOAT_COLUMNS = ('test_psnr', 'test_ssim', 'test_mse', 'bottleneck_floats', 'compression_ratio')
 

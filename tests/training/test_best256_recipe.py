@@ -12,7 +12,7 @@ import data_fixtures
 from flax_cae.measures import metrics
 from flax_cae.data import sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # Default-run time (CI's 15 minutes on a slow 2-core machine); the default run keeps the

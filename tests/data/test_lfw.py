@@ -17,7 +17,7 @@ import data_fixtures
 from flax_cae.data import builders, sources
 from flax_cae.runtime.errors import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE = dict(image_size=(32, 32), channels=1)
 
 

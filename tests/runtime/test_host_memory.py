@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # In a fresh process (the setting is process-wide): cpu_malloc applied first, as launch.py
 # does; then a worker thread (as XLA's are) allocates, touches and frees a 96 MB block three

@@ -14,7 +14,7 @@ from PIL import Image
 from flax_cae.codec import rate_distortion as rd
 from flax_cae.codec.bitstream import CodeModel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_bd_rate_of_a_curve_needing_fewer_bits():

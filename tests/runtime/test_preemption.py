@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from launching import start, tiny_flags
-from test_training import final_params
+from runs import final_params
 
 EPOCHS = 6  # x 4 steps; a checkpoint after every epoch (steps 4, 8, ... 24)
 

@@ -19,7 +19,7 @@ import data_fixtures
 from flax_cae.data import noise
 from flax_cae.data import builders, sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run(args, timeout=900):

@@ -16,7 +16,7 @@ import pytest
 from launching import ROOT, env, start, tiny_flags
 from flax_cae.evaluation import trained as evaluate
 from flax_cae.runtime.errors import ConfigError
-from test_training import final_params
+from runs import final_params
 
 # 4 steps an epoch, a checkpoint after each, only the latest and the best kept: the run
 # deletes a checkpoint at almost every save while the readers read.

@@ -10,9 +10,9 @@ from PIL import Image
 import launching
 from flax_cae.runtime import errors
 from flax_cae.training import loop as train
-from test_training import tiny_config
+from runs import tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def launch(*flags):

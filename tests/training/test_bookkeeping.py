@@ -18,9 +18,9 @@ from flax_cae.training import run as run_lib
 from flax_cae.runtime import errors as errors_lib
 from flax_cae.data import pipeline
 from test_errors import launch
-from test_training import read_metrics, tiny_config
+from runs import read_metrics, tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
