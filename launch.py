@@ -1,7 +1,7 @@
 """Trains and evaluates one config: python launch.py --config=configs/X.py --workdir=DIR.
 
 A study config (configs/studies/) trains every member of the study and writes its
-tables and figures (flax_cae/study.py).
+tables and figures (flax_cae/studies/).
 
 Bad input (a config, data set or workdir problem) ends with one sentence on stderr
 and exit status 2; --debug shows the full traceback instead.

@@ -44,7 +44,7 @@ export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(env smoke steps float32)
 
-imports() { "$PY" -c 'import flax_cae.train, configs.s1' 2>"$R/import.err"; }
+imports() { "$PY" -c 'import flax_cae.training.loop, configs.s1' 2>"$R/import.err"; }
 if ! imports && ls .whl/*.whl >/dev/null 2>&1; then  # only where the packages are missing
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}

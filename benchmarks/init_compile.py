@@ -1,5 +1,5 @@
 """A run's start on the CPU: compiling its initialisation at XLA's default LLVM level and at
-flax_cae.train.INIT_OPTIONS (what Trainer.init_state uses), same parameters bit for bit.
+flax_cae.runtime.xla.INIT_OPTIONS (what Trainer.init_state uses), same parameters bit for bit.
 
 Each row builds the config's model and Trainer and times `init_state()` (trace, compile, run;
 a fresh compile every call: no persistent cache) with each setting, alternating, the median

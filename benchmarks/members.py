@@ -2,10 +2,10 @@
 same members trained one after another, on the same backend, in the same run.
 
 M members of one model that differ in learning rate and seed (a study's tuning grid or
-repeats): 'together' is `flax_cae.train.Trainer(members=...)`, one call per step for all M;
+repeats): 'together' is `flax_cae.training.trainer.Trainer(members=...)`, one call per step for all M;
 'one by one' is M single-run Trainers, each timed for the same number of steps. The ratio is
 together / one by one in images/s (> 1: training together is faster). Studies pick per
-backend (`flax_cae.study.TOGETHER_AUTO`); this is what that choice rests on.
+backend (`flax_cae.studies.plan.TOGETHER_AUTO`); this is what that choice rests on.
 
   python benchmarks/members.py [--models=improved_cae,base_cae] [--members=2,4] [--batch=256]
       [--steps=8] [--rounds=3] [--out=benchmarks/results/NAME]

@@ -1,7 +1,7 @@
 """How many training steps to run per device call, measured on this backend.
 
-Sets `DEFAULT_STEPS_PER_CALL` in flax_cae/train.py. Trains the real model and step
-(`flax_cae.train.Trainer`) on CIFAR-10-sized uint8 data kept on the device, for
+Sets `DEFAULT_STEPS_PER_CALL` in flax_cae/runtime/xla.py. Trains the real model and step
+(`flax_cae.training.trainer.Trainer`) on CIFAR-10-sized uint8 data kept on the device, for
 several steps-per-call values, plus the host-streaming path at 1 step per call, and
 prints images/s (steady state, after a compile call, timed with block_until_ready)
 as a Markdown table; --json writes the rows too.

@@ -1,7 +1,7 @@
 """Training and evaluation throughput of every registered model, against PyTorch in the same run.
 
 For each model (the registry's, plus improved_cae with all skips), batch size and compute
-dtype: steady-state training images/s (the real `flax_cae.train.Trainer` step on uint8 data
+dtype: steady-state training images/s (the real `flax_cae.training.trainer.Trainer` step on uint8 data
 kept on the device, after a compile call, timed with block_until_ready), evaluation
 images/s, compile time, one full epoch of CIFAR-10-sized data (50,000 32x32x3 images)
 including the input path (host -> device copy, epoch permutation, every step), and FLOP/s

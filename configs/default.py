@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
       image_size=(32, 32),      # image_folder and lfw only: resize to (height, width)
       channels=3,               # image_folder and lfw only: 1 (grayscale) or 3 (RGB)
       device_memory_limit_mb=2048,  # splits up to this size live on the devices as uint8
-      # Denoising (S3, S4): inputs corrupted on the device, targets clean (flax_cae/noise.py).
+      # Denoising (S3, S4): inputs corrupted on the device, targets clean (flax_cae/data/noise.py).
       noise=dict(kind='none',   # none | gaussian | salt_pepper
                  sigma=0.1,     # gaussian: standard deviation, pixels in [0, 1]
                  amount=0.05),  # salt_pepper: share of pixels set to black or white

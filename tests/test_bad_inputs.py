@@ -151,7 +151,7 @@ def test_an_autoencoder_as_the_study_classifier_names_the_study_field(tmp_path, 
                                                                      finished):
   result = run([S2, f'--workdir={tmp_path / "study"}', f'--config.data.data_dir={data_dir}',
                 '--config.data.name=lfw_subset', '--config.data.validation_size=20',
-                '--config.data.test_size=20', '--config.study.only=rate_2',
+                '--config.data.test_size=20', '--config.study.only=rate_2', '--config.study.x_axis=',
                 f'--config.study.evals.classifier.workdir={finished}'])
   assert_one_sentence(result, f'--config.study.evals.classifier.workdir={finished} holds a '
                       'reconstruction model (improved_cae), not a classifier')

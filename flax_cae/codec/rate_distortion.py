@@ -3,12 +3,12 @@ points of PSNR against bits per pixel, decoded from real bitstreams.
 
 - An autoencoder's code (and PCA's, at the same floats): per channel a uniform quantizer
   whose step is `frac` x that channel's standard deviation on the training codes, one
-  point per frac (study.rd_steps); the probability tables are fitted on the training codes
-  (flax_cae.bitstream.CodeModel), each test image is coded alone, its reconstruction is
+  point per frac (study.evals.rate_distortion.steps); the probability tables are fitted on the training codes
+  (flax_cae.codec.bitstream.CodeModel), each test image is coded alone, its reconstruction is
   decoded from those bytes.
 - A learned codec (balle2017): its rounded code, coded with its own learned density as a
   table over the integers its training codes reach (one point per member: its lambda).
-- JPEG and WebP (flax_cae.codecs) over study.rd_qualities: the file's bytes, and the
+- JPEG and WebP (flax_cae.codec.classical) over study.evals.rate_distortion.qualities: the file's bytes, and the
   payload without the parts every file of that size and quality shares.
 
 bpp = 8 x bytes / (height x width). The BD-rate (Bjontegaard) of a curve against another is

@@ -3,11 +3,11 @@
     src = get_source('mnist', 'validation', data_dir='~/tensorflow_datasets')
     arrays = load_arrays(src)  # {'image': uint8 [N, 28, 28, 1], 'label': int32 [N]}
 
-Data sets are prepared on first use with the TFDS builders in builders.py (into
+Data sets are prepared on first use with the TFDS builders in builders/ (into
 `data_dir`, as array_record files, without TensorFlow) and reused afterwards.
 Splits are always 'train', 'validation' and 'test'; where a data set lacks one,
 it is carved deterministically off the end of its train split (whose stored order
-is a fixed, class-mixing permutation, see builders.py).
+is a fixed, class-mixing permutation, see builders/mnist.py).
 """
 
 import dataclasses

@@ -159,7 +159,7 @@ class Balle2017(nn.Module):
 def discretized_density(model: Balle2017, variables: dict, low: np.ndarray,
                         size: int) -> np.ndarray:
   """The learned density as a table: probs [C, size] of the integers low[c] .. low[c] +
-  size - 1 per channel (what the range coder needs; flax_cae.bitstream.CodeModel)."""
+  size - 1 per channel (what the range coder needs; flax_cae.codec.bitstream.CodeModel)."""
   c = len(low)
   grid = (np.asarray(low)[:, None] + np.arange(size)[None, :]).T.astype(np.float32)  # [size, C]
   p = model.apply(variables, jnp.asarray(grid), method=lambda m, y: m.density(y))

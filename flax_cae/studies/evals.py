@@ -27,6 +27,7 @@ from absl import logging
 from flax_cae import models
 from flax_cae.codec import rate_distortion as rd
 from flax_cae.data import noise as noise_lib
+from flax_cae.data import pipeline
 from flax_cae.evaluation import nl_means
 from flax_cae.evaluation import pca as pca_lib
 from flax_cae.evaluation import pictures
@@ -96,7 +97,7 @@ def run_pca(ctx: Context, settings):
   sizes = fit_pca(ctx)
   if not sizes:
     return
-  first = pca_lib.first_images(ctx.splits['test'], n_images)
+  first = pipeline.first_images(ctx.splits['test'], n_images)
   for k in sizes:
     s = ctx.pca.score(ctx.splits['test'], k)
     ctx.baseline_rows.append({
@@ -212,25 +213,26 @@ def check_rate_distortion(settings, base):
                       '--config.study.evals.rate_distortion.qualities="(10, 50, 90)".')
 
 
-def _member_points(row, train_u8, test_u8, steps) -> list:
-  """The rate-distortion points of a member's first seed; [] where its code is no
-  compression or not one tensor."""
+def _member_points(row, train_u8, test_u8, steps) -> tuple[list, int | None]:
+  """(the rate-distortion points of a member's first seed, its code's floats where PCA should
+  be coded beside it); no points where its code is no compression or not one tensor."""
   trained = members_lib.loaded(row['workdirs'][0])
   if trained is None or trained.task == 'classification':
-    return []
+    return [], None
   save_dir = os.path.join(row['workdirs'][0], 'code_models')
   if trained.task == 'rate_distortion':
-    return [rd.codec_points(trained.config.model.name, trained, train_u8, test_u8, save_dir)]
+    return [rd.codec_points(trained.config.model.name, trained, train_u8, test_u8,
+                            save_dir)], None
   parts = list(models.bottleneck(trained.model)['parts'])
   if parts != ['latent'] or not row['compression_ratio'] or row['compression_ratio'] <= 1:
     logging.info('Study: %s is left out of the rate-distortion curves (its code is %s).',
                  row['member'], 'not a compression' if parts == ['latent'] else '+'.join(parts))
-    return []
+    return [], None
   return rd.code_points(
       row['member'], lambda x, t=trained: t.encode(t.variables, x)['latent'],
       lambda z, t=trained: t.decode(t.variables, {'latent': jnp.asarray(z)}),
       train_u8, test_u8, steps, note=f'{row["bottleneck_floats"]} floats, quantized',
-      save_dir=save_dir)
+      save_dir=save_dir), row['bottleneck_floats']
 
 
 def run_rate_distortion(ctx: Context, settings):
@@ -241,10 +243,10 @@ def run_rate_distortion(ctx: Context, settings):
   test_u8 = rd.split_images(ctx.shown)
   points, sizes = [], set()
   for row in ctx.rows:
-    mine = _member_points(row, train_u8, test_u8, settings.steps)
+    mine, floats = _member_points(row, train_u8, test_u8, settings.steps)
     points += mine
-    if mine and members_lib.loaded(row['workdirs'][0]).task != 'rate_distortion':
-      sizes.add(row['bottleneck_floats'])
+    if floats:
+      sizes.add(floats)
   if sizes:  # PCA with as many floats as each autoencoder's code, coded the same way
     fit_pca(ctx)
     for k in sorted(sizes):

@@ -15,19 +15,19 @@ writes in DIR:
   psnr_ssim.png                 test PSNR and SSIM per member (bars; PCA as reference)
   validation_psnr.png           validation PSNR curves of all members on one plot
   reconstructions.png           the same test images: originals, then a row per member, PCA
-  classifier/                   with study.classifier: the classifier trained on the originals
+  classifier/                   with the classifier evaluator: the classifier trained on the originals
   loss_vs_time.png              training loss against training seconds, every member (S3)
-  rate_distortion.{md,csv,png}  with study.rate_distortion: PSNR/SSIM against bits per pixel
+  rate_distortion.{md,csv,png}  with the rate_distortion evaluator: PSNR/SSIM against bits per pixel
                                 of every code (decoded from real bitstreams), PCA, JPEG, WebP
   members/*/code_models/, code_models/pca<k>/
                                 the quantizer steps and probability tables of each point
-                                (flax_cae.bitstream.CodeModel.load), beside the checkpoints
-  members/*/visualize/          with study.visualize: t-SNE maps, interpolations, snapshots (S4)
+                                (flax_cae.codec.bitstream.CodeModel.load), beside the checkpoints
+  members/*/visualize/          with the visualize evaluator: t-SNE maps, interpolations, snapshots (S4)
   <x>_curves.png, codes.png     with study.x_axis (S2: model.rate): accuracy ratio and PSNR
                                 against x, models and PCA; per member original/code/output
 
-With a classifier (trained here from `study.classifier`'s overrides of the base config, or
-a finished one given as `study.classifier_workdir`), every row also has the classifier's
+With a classifier (`study.evals.classifier`: trained here from its `train` overrides of the base
+config, or a finished one given as its `workdir`), every row also has the classifier's
 accuracy on the test images, on their reconstructions and the ratio (S2), PCA rows too.
 
 Run again, the study skips finished members (those with results.json) and resumes a

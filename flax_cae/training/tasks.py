@@ -23,7 +23,7 @@ from flax_cae.runtime.errors import ConfigError
 
 class Reconstruction:
   """Autoencoding (S0-S3), and denoising (S3, S4) when `data.noise` is on: the input is the
-  image (its noisy version when denoising: flax_cae/noise.py) and the target the clean image.
+  image (its noisy version when denoising: flax_cae/data/noise.py) and the target the clean image.
 
   `weights` are the loss's numeric weights (losses.weight_names, e.g. S1's alpha and
   beta of alpha * L1 + beta * MSE); they are arguments, not constants, so members that

@@ -1,4 +1,4 @@
-"""Tests for flax_cae.losses, flax_cae.metrics and flax_cae.optim.
+"""Tests for flax_cae.measures (losses, metrics) and flax_cae.training.optim.
 
 Numbers are checked against hand computations on tiny arrays and, for SSIM and
 PSNR, against scikit-image on real CIFAR-10 and MNIST images.
