@@ -1,6 +1,6 @@
 """Capacity for the 256- and 64-float codes, over the recipe's full schedules. The
 recipe (one residual block at 8x8) against no blocks (the first recipe, which ended flat
-below the issue's target on the CPU), more depth at the low-resolution stages
+below the target, PCA + 1 dB, on the CPU), more depth at the low-resolution stages
 (`model.stage_blocks`), depth with width; for 64 floats the recipe (a dense code, flips and
 shifts, loss neg_psnr) with one change at a time and the earlier spatial codes. Sized
 for a lent GPU (`bash benchmarks/device_run.sh capacity`, one call); on the 2-core CPU,

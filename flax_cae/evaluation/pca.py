@@ -1,4 +1,4 @@
-"""Classical baselines scored beside the learned models, on the same images and metrics.
+"""The PCA baseline, scored beside the learned models on the same images and metrics.
 
 PCA: the optimal *linear* code with k floats per image (Eckart-Young: no linear encoder
 and decoder with k numbers in between has a lower mean squared error on the data it was

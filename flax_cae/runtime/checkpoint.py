@@ -1,5 +1,5 @@
 """Orbax checkpoints of the train state: keep the latest k *and* the best by the validation
-selection metric (train.py: `selection_metric`, PSNR unless configured otherwise).
+selection metric (training/run.py: `selection_metric`, PSNR unless configured otherwise).
 
 A best-only policy (orbax's `max_to_keep` with `best_fn`) may delete the newest
 checkpoint, which a resumed run needs; we combine two preservation policies instead.
@@ -36,7 +36,7 @@ from orbax.checkpoint import checkpoint_managers as cm
 from flax_cae.runtime import errors
 
 # The name under which each checkpoint stores its validation score(s) for best-keeping:
-# the selection metric signed so that higher is better (train.py). Checkpoints written
+# the selection metric signed so that higher is better (training/run.py). Checkpoints written
 # before the selection metric existed stored validation PSNR as 'psnr'.
 SCORE = 'score'
 LEGACY_SCORE = 'psnr'

@@ -148,6 +148,10 @@ def classifier_config(base, settings):
 
 
 def check_classifier(settings, base):
+  if not isinstance(settings.train, (dict, ml_collections.ConfigDict)):
+    raise ConfigError('study.evals.classifier.train must be overrides of the base config, a '
+                      "dict (e.g. {'model': {'name': 'lenet5'}}), got "
+                      f'{settings.train!r}.')
   if not settings.workdir and not len(settings.train):
     raise ConfigError('study.evals.classifier needs the overrides that train a classifier '
                       "(train={'model': {'name': 'lenet5'}, 'loss': {'name': 'cross_entropy'}}) "
@@ -299,18 +303,22 @@ EVALUATORS = {
 def defaults(**given) -> dict:
   """`study.evals` for a config: each named evaluator with every setting it takes (so a flag
   can set any of them), the given ones over the defaults."""
-  return {name: {**copy.deepcopy(EVALUATORS[name].settings), **settings}
-          if name in EVALUATORS else settings for name, settings in given.items()}
+  return {name: {**copy.deepcopy(EVALUATORS[name].settings), **mine}
+          if name in EVALUATORS and isinstance(mine, dict) else mine
+          for name, mine in given.items()}
 
 
 def settings(study, name: str):
   """The settings of evaluator `name` in `study.evals`, with its defaults filled in."""
   given, known = study.evals[name], EVALUATORS[name].settings
+  if not isinstance(given, (dict, ml_collections.ConfigDict)):
+    raise ConfigError(f'study.evals.{name} must be its settings, a dict (e.g. {name}={{}}), '
+                      f'got {given!r}; an evaluator runs when study.evals names it.')
   for key in given:
     if key not in known:
       raise ConfigError(f'study.evals.{name} has no setting {key!r}; '
                         + (f'its settings are {", ".join(sorted(known))}.' if known else
-                           'it takes none (write {name}={{}}).'.replace('{name}', name)))
+                           f'it takes none (write {name}={{}}).'))
   return ml_collections.ConfigDict({**copy.deepcopy(known), **{k: given[k] for k in given}})
 
 

@@ -153,11 +153,11 @@ def plan(config):
     del config['study']
   base = config
   names = _check_study(study, base)
-  evals.check(study, base)
   if not base.get('eval_batch_size'):  # 0 = batch_size, as for a single run
     base.eval_batch_size = base.batch_size
   if study.data:
     base.data.update(STUDY_DATA[study.data])
+  evals.check(study, base)
   members = []
   for name in names:
     overrides = study.members[name]

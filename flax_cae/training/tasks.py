@@ -39,7 +39,7 @@ class Reconstruction:
     self.default_weights = dict(getattr(loss, 'keywords', {}))
     self.noise = noise_lib.params(config.data.get('noise') or {})
     self.denoising = self.noise[0] != 'none'
-    # Evaluation metrics ('loss' is added by the loop); the minimised ones are train.MINIMIZED.
+    # Evaluation metrics ('loss' is added by the loop); the minimised ones are trainer.MINIMIZED.
     self.metric_names = ('mse', 'l1', 'psnr', 'snr', 'ssim') + (
         ('noisy_mse', 'noisy_psnr', 'noisy_snr', 'noisy_ssim') if self.denoising else ())
 

@@ -117,6 +117,7 @@ def get_config():
     ('rate_distortion', "{'step': (1.0,)}",
      "study.evals.rate_distortion has no setting 'step'; its settings are qualities, steps."),
     ('classifier', '{}', 'study.evals.classifier needs the overrides that train a classifier'),
+    ('visualize', 'True', 'study.evals.visualize must be its settings, a dict (e.g. visualize={})'),
 ])
 def test_evaluators_a_config_names_are_checked(tmp_path, cifar, name, settings, expected):
   config = tmp_path / 'study_config.py'

@@ -20,6 +20,17 @@ def test_study_config_plans(name):
   assert [m for m, _ in members] == settings.only.split(',')  # every member, table order
 
 
+def test_evaluators_are_checked_on_the_planned_base():
+  """The classifier evaluator's config is checked after eval_batch_size=0 became batch_size
+  and study.data was applied, as every member's is."""
+  config = importlib.import_module('configs.studies.s2_compression_rate').get_config()
+  config.eval_batch_size = 0
+  config.study.data = 'mnist'
+  base, settings, _ = study.plan(config)
+  assert base.eval_batch_size == base.batch_size and base.data.name == 'mnist'
+  assert list(settings.evals) == ['classifier', 'pca']
+
+
 def test_best_capacity_members_train_on_the_recipe_schedule():
   config = importlib.import_module('configs.studies.best_capacity').get_config()
   _, _, members = study.plan(config)
