@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -125,13 +126,17 @@ def _read_json(path):
 
 
 # How often a reader picks again when the run in progress deletes the checkpoint being read
-# (it keeps the latest few and the best: a step disappears only when a newer one is written).
-READ_ATTEMPTS = 10
+# (it keeps the latest few and the best: a step disappears only when a newer one is written),
+# waiting a little longer each time so a run that saves every few steps lets one read finish.
+READ_ATTEMPTS = 30
+RETRY_SECONDS = 0.05
 
 
 def _read_kept(reader: Reader, workdir, flag, results, running, config):
   """(step, state, image shape) of the kept checkpoint (see load_trained)."""
-  for _ in range(READ_ATTEMPTS):
+  for attempt in range(READ_ATTEMPTS):
+    if attempt:
+      time.sleep(RETRY_SECONDS * min(attempt, 10))
     steps = reader.steps()
     if running is None:
       step = results.get('best_step')

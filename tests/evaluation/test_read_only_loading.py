@@ -60,7 +60,10 @@ def test_readers_during_training_leave_it_bit_for_bit_unchanged(tmp_path, data_d
     try:
       trained = evaluate.load_trained(workdir)
     except ConfigError as e:
-      assert 'has no checkpoint yet' in str(e) or 'holds no finished run' in str(e), str(e)
+      # Before the first checkpoint; or, on a busy machine, the run replaced its checkpoints
+      # on every one of the reader's attempts (it says so and harms nothing either way).
+      assert any(m in str(e) for m in ('has no checkpoint yet', 'holds no finished run',
+                                        'replaced its checkpoints')), str(e)
       seen['not_yet'] += 1
       time.sleep(0.05)
       return 0
