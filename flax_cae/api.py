@@ -11,6 +11,7 @@ was given and what the model takes. Work runs in batches of `BATCH` images, each
 once, so a whole test set fits in memory.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -78,28 +79,42 @@ class Model:
                        f'{x.max():g}; divide uint8 pixels by 255, or pass them as uint8.')
     return np.round(x * 255.0).astype(np.uint8), single
 
-  def _batched(self, fn, x: np.ndarray) -> Any:
-    """fn over x in batches of BATCH (the last one padded, so one compiled shape), joined."""
+  def _batched(self, fn, x) -> Any:
+    """fn over x (an array, or a dict of arrays, of N rows) in batches of BATCH, the last one
+    padded so every call has one compiled shape; the outputs joined, N rows again."""
+    n = len(jax.tree.leaves(x)[0])
     outs = []
-    for start in range(0, len(x), BATCH):
-      chunk = x[start:start + BATCH]
-      padded = np.concatenate([chunk, np.zeros((BATCH - len(chunk), *chunk.shape[1:]),
-                                               chunk.dtype)]) if len(chunk) < BATCH else chunk
-      outs.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a)[:n], fn(padded)))
+    for start in range(0, max(n, 1), BATCH):
+      rows = min(BATCH, n - start)
+      chunk = jax.tree.map(lambda a: np.concatenate(
+          [a[start:start + rows], np.zeros((BATCH - rows, *a.shape[1:]), a.dtype)]), x)
+      outs.append(jax.tree.map(lambda a: np.asarray(a)[:rows], fn(chunk)))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
-  def _need(self, *tasks: str, what: str):
-    if self.task not in tasks:
-      raise ValueError(f'{self.config.model.name} is a {self.task} model, which has no {what}; '
-                       f'load an autoencoder for it.' if 'classification' not in tasks else
-                       f'{self.config.model.name} is a {self.task} model, not a classifier; '
-                       f'{what} needs a classifier (e.g. a configs/cifar10_lenet5.py run).')
+  def _need(self, classifier: bool, what: str):
+    """A ValueError sentence where the model's task cannot do `what`."""
+    if (self.task == 'classification') == classifier:
+      return
+    name = self.config.model.name
+    if classifier:
+      raise ValueError(f'{name} is a {self.task} model, not a classifier; {what} needs a '
+                       'classifier (e.g. a configs/cifar10_lenet5.py run).')
+    raise ValueError(f'{name} is a {self.task} model, which has no {what}; load an '
+                     'autoencoder for it.')
+
+  @functools.cached_property
+  def _code_shapes(self) -> dict:
+    """{part: shape of one image's code}, as encode returns them (no FLOPs spent)."""
+    t = self._trained
+    codes = jax.eval_shape(lambda x: t.encode(t.variables, x),
+                           jax.ShapeDtypeStruct((1, *self.image_shape), np.uint8))
+    return {k: tuple(v.shape[1:]) for k, v in codes.items()}
 
   # --- what a model does ----------------------------------------------------------------
 
   def encode(self, images) -> dict:
     """The code of each image: {'latent': float32 [N, ...]} (every part the decoder sees)."""
-    self._need('reconstruction', 'variational', 'rate_distortion', what='code')
+    self._need(False, what='code')
     x, single = self._images(images)
     t = self._trained
     codes = self._batched(lambda b: t.encode(t.variables, b), x)
@@ -107,32 +122,28 @@ class Model:
 
   def decode(self, codes: dict) -> np.ndarray:
     """Images (float32 in [0, 1]) from codes as `encode` returns them."""
-    self._need('reconstruction', 'variational', 'rate_distortion', what='decoder')
-    t = self._trained
-    want = jax.eval_shape(lambda x: t.encode(t.variables, x),
-                          jax.ShapeDtypeStruct((1, *self.image_shape), np.uint8))
+    self._need(False, what='decoder')
+    want = self._code_shapes
     if not isinstance(codes, dict) or set(codes) != set(want):
       raise ValueError(f'codes must be a dict with the parts {sorted(want)} (as encode returns '
                        f'them), got {type(codes).__name__}'
                        + (f' with {sorted(codes)}' if isinstance(codes, dict) else '') + '.')
     arrays = {k: np.asarray(v, np.float32) for k, v in codes.items()}
     part = next(iter(want))
-    single = arrays[part].ndim == len(want[part].shape) - 1
+    single = arrays[part].ndim == len(want[part])
     if single:
       arrays = {k: v[None] for k, v in arrays.items()}
     for k, v in arrays.items():
-      if v.shape[1:] != want[k].shape[1:]:
+      if v.shape[1:] != want[k]:
         raise ValueError(f'codes[{k!r}] has shape {v.shape[1:]} per image, this model\'s is '
-                         f'{want[k].shape[1:]}.')
-    n = len(arrays[part])
-    out = [np.asarray(t.decode(t.variables, {k: v[s:s + BATCH] for k, v in arrays.items()}))
-           for s in range(0, n, BATCH)]
-    images = np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.float32)
+                         f'{want[k]}.')
+    t = self._trained
+    images = self._batched(lambda b: t.decode(t.variables, b), arrays)
     return images[0] if single else images
 
   def reconstruct(self, images) -> np.ndarray:
     """The model's output for each image: float32 [N, H, W, C] in [0, 1]."""
-    self._need('reconstruction', 'variational', 'rate_distortion', what='reconstruction')
+    self._need(False, what='reconstruction')
     x, single = self._images(images)
     t = self._trained
     out = self._batched(lambda b: t.reconstruct(b), x)
@@ -140,7 +151,7 @@ class Model:
 
   def predict(self, images) -> np.ndarray:
     """A classifier's class index for each image (int [N])."""
-    self._need('classification', what='predict')
+    self._need(True, what='predict')
     x, single = self._images(images)
     t = self._trained
     logits = self._batched(lambda b: t.apply(t.variables, b)['logits'], x)
