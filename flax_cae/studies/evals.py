@@ -276,7 +276,7 @@ def run_visualize(ctx: Context, settings):
   in its workdir's visualize/."""
   for row in ctx.rows:
     for d in row['workdirs']:
-      if members_lib.loaded(d) is not None:
+      if members_lib.finished(d):  # (visualize loads the model itself)
         logging.info('Study: visualizing %s.', d)
         pictures.visualize(d, settings.max_points)
 

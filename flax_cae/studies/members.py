@@ -100,11 +100,15 @@ def train_jobs(jobs, workdir: str, splits, together: bool, group_name: str) -> d
   return results
 
 
-def loaded(member_dir):
+def finished(member_dir) -> bool:
+  """Whether a member trained to the end without diverging (it has a model to read)."""
   result = done(member_dir)
-  if result is None or result.get('diverged_at_step') is not None:
-    return None
-  return trained_lib.load_trained(member_dir)
+  return result is not None and result.get('diverged_at_step') is None
+
+
+def loaded(member_dir):
+  """The finished member's model (trained_lib.load_trained), or None."""
+  return trained_lib.load_trained(member_dir) if finished(member_dir) else None
 
 
 def member_key(name, seed_index, num_seeds):
