@@ -58,6 +58,11 @@ class Context:
   classifier: Any = None   # the loaded classifier (trained_lib.Trained)
 
   @property
+  def input_floats(self) -> int:
+    """Floats in one image: a code at least this large compresses nothing."""
+    return int(np.prod(self.splits['train'].image_shape))
+
+  @property
   def shown(self):
     """The split a study reports: test, else validation."""
     return self.splits['test'] if self.splits['test'].n else self.splits['validation']
@@ -78,9 +83,8 @@ class Evaluator:
 def fit_pca(ctx: Context) -> list[int]:
   """PCA on the training split, once, for the members' code sizes that compress (a code at
   least as large as the image is no compression: the identity would be a perfect one)."""
-  input_floats = int(np.prod(ctx.splits['train'].image_shape))
   sizes = sorted({r['bottleneck_floats'] for r in ctx.rows
-                  if r['bottleneck_floats'] and r['bottleneck_floats'] < input_floats})
+                  if r['bottleneck_floats'] and r['bottleneck_floats'] < ctx.input_floats})
   if sizes and ctx.pca is None:
     logging.info('Study: fitting PCA on %d training images for %s floats.',
                  ctx.splits['train'].n, sizes)
@@ -92,7 +96,7 @@ def run_pca(ctx: Context, settings):
   """A row per member code size: PCA with as many floats, scored on the test split, and its
   reconstructions of the first test images for reconstructions.png."""
   del settings
-  input_floats = int(np.prod(ctx.splits['train'].image_shape))
+  input_floats = ctx.input_floats
   n_images = ctx.study.num_grid_images
   sizes = fit_pca(ctx)
   if not sizes:
