@@ -28,7 +28,7 @@
 #             64-float codes range-coded, Balle 2017 at four lambdas, PCA, JPEG and WebP):
 #             rate_distortion.md/.csv/.png; BEST_EPOCHS shortens every member
 #
-# On this workplace's lent GPU machines (no registry there), run benchmarks/device_wheels.sh
+# On a GPU machine that reaches no package registry, run benchmarks/device_wheels.sh
 # here first and carry .whl: the wheels are installed into /tmp/site. Results go to $OUT
 # (results.tgz with every table's .md/.csv/.json and each stage's log, summary.md, run.log), or to
 # benchmarks/results/device-DATE when OUT is unset. SIZE=tiny runs every stage at a toy size

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Downloads into .whl/ the wheels a lent GPU machine lacks to import flax-cae (its image has jax,
+# Downloads into .whl/ the wheels an offline GPU machine lacks to import flax-cae (its image has jax,
 # flax, optax, orbax, chex, absl, numpy, scikit-image, PyTorch, but not these; it reaches no
 # registry). Run here, once, before benchmarks/device_run.sh is sent there with carry=[".whl"].
 # Pinned to the versions CI installs today; Python 3.12, x86-64 Linux, like the device image.

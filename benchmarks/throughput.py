@@ -234,7 +234,7 @@ def header(torch_version):
 
 def run_table(args, emit):
   """Times every model; emit(title, rows, table) after each row, so a run cut short keeps
-  the rows it finished (a lent GPU's call has a time limit)."""
+  the rows it finished (a batch job's call may have a time limit)."""
   shape = tuple(int(v) for v in args.image.split(','))
   # The flax side keeps the whole (epoch-sized) set on the device; PyTorch gets its first n.
   images = np.random.default_rng(0).integers(0, 256, (args.epoch_images or args.n, *shape),
