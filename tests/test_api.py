@@ -38,7 +38,7 @@ def images(workdir):
 def test_the_package_says_its_version_and_api():
   project = tomllib.loads((pathlib.Path(ROOT) / 'pyproject.toml').read_text())['project']
   assert flax_cae.__version__ == project['version']
-  assert {'load', 'Model'} <= set(flax_cae.__all__)
+  assert {'load', 'Model', 'shipped_models'} <= set(flax_cae.__all__)
   with pytest.raises(AttributeError, match='no attribute'):
     flax_cae.nothing_here  # pylint: disable=pointless-statement
 
@@ -50,7 +50,36 @@ def test_load_describes_the_run(model, workdir):
   assert model.results['best_step'] == trained_lib.load_trained(workdir).results['best_step']
   text = model.describe()
   assert f'takes {h}x{w} images with {c} channel(s)' in text and 'bottleneck: 16 floats' in text
-  assert 'test: psnr' in text
+  assert f'larger or smaller ones are cut into {h}x{w} tiles' in text
+  assert 'compresses with per-channel tables' in text and 'test: psnr' in text
+  assert repr(model) == f'flax_cae.load({workdir!r})'
+
+
+def test_the_run_fitted_and_measured_its_codec(model, workdir):
+  r = model.results
+  assert (pathlib.Path(workdir) / 'entropy_model.npz').is_file()
+  assert r['codec']['default_step'] == 0.125 and [p['step'] for p in r['codec']['points']] == [
+      0.5, 0.25, 0.125]
+  bpps = [p['bpp'] for p in r['codec']['points']]
+  assert bpps == sorted(bpps) and r['codec_bpp'] == bpps[-1]
+  h, w, _ = model.image_shape
+  assert r['codec_bpp'] - r['codec_bpp_payload'] == pytest.approx(8 * 20 / (h * w))
+  # Quantizing can only cost PSNR here, never add it by much.
+  assert r['codec_psnr'] < r['test_psnr'] + 0.05
+
+
+def test_any_size_is_tiled_into_the_training_size(model, images):
+  h, w, _ = model.image_shape
+  big = np.concatenate([np.concatenate([images[0], images[1]], 1),
+                        np.concatenate([images[2], images[3]], 1)], 0)[:2 * h - 3, :2 * w - 5]
+  out = model.reconstruct(big)
+  assert out.shape == big.shape
+  tiles = model.reconstruct(images[:4])
+  np.testing.assert_allclose(out[:h, :w], tiles[0], atol=1e-6)  # whole tiles: the tile's own
+  padded = np.pad(images[2][:h - 3], ((0, 3), (0, 0), (0, 0)), mode='reflect')
+  np.testing.assert_allclose(out[h:, :w], model.reconstruct(padded)[:h - 3], atol=1e-6)
+  small = model.reconstruct(images[0][:7, :9])  # padded by reflection to one tile
+  assert small.shape == (7, 9, images.shape[-1])
 
 
 def test_reconstruct_is_the_evaluators_output_for_uint8_and_float_images(model, workdir, images):
@@ -84,7 +113,6 @@ def test_decode_of_encode_is_reconstruct(model, images):
     (lambda x: np.full(x.shape, np.nan, np.float32), 'float images hold NaN or infinite values'),
     (lambda x: x.astype(np.int32), 'images must be uint8 or floats in [0, 1], got dtype int32'),
     (lambda x: np.repeat(x[..., :1], 2, axis=-1), 'images have 2 channel(s)'),
-    (lambda x: x[:, :-2], 'this model takes'),
     (lambda x: x[0, :, :, 0], 'images must be [N, H, W, C] or [H, W, C], got an array of shape'),
 ])
 def test_bad_images_are_one_sentence(model, images, make, message):
@@ -103,3 +131,6 @@ def test_bad_codes_and_wrong_uses_are_one_sentence(model, images):
     assert message in str(e.value), str(e.value)
   with pytest.raises(ValueError, match='not a classifier; predict needs a classifier'):
     model.predict(images)
+  with pytest.raises(ValueError, match=r"this model's network takes .* \(its training size\); "
+                     'resize them, or use reconstruct, compress and decompress, which tile'):
+    model.encode(images[:, :-2])

@@ -27,6 +27,7 @@ from absl import logging
 
 from flax_cae.codec import bitstream
 from flax_cae.codec import classical as codecs
+from flax_cae.codec import entropy
 from flax_cae.measures import metrics as metrics_lib
 from flax_cae.data import pipeline
 from flax_cae.models import balle2017 as balle
@@ -64,26 +65,12 @@ def _score(recon: np.ndarray, images_u8: np.ndarray) -> tuple[float, float]:
   return float(np.concatenate(psnr).mean()), float(np.concatenate(ssim).mean())
 
 
-def _decoded(model: bitstream.CodeModel, data: bytes, q: np.ndarray) -> np.ndarray:
-  """The symbols decoded from the bytes; a stream that does not give back what was coded
-  would make every number here wrong, so it stops the study."""
-  out = model.decode(data, q.shape)
-  if not np.array_equal(out, q):
-    raise RuntimeError('the range coder did not return the coded symbols; report this.')
-  return out
-
-
 def _coded(model: bitstream.CodeModel, codes: np.ndarray, decode, test_u8) -> tuple:
   """(bpp, PSNR, SSIM) of the test images: each code quantized, coded alone, decoded from
   its bytes and reconstructed."""
-  sizes, decoded = [], []
-  for code in codes:
-    q = model.quantize(code)
-    data = model.encode(q)
-    sizes.append(len(data))
-    decoded.append(model.dequantize(_decoded(model, data, q)))
-  psnr, ssim = _score(_in_chunks(decode, np.stack(decoded)), test_u8)
-  return 8 * np.mean(sizes) / (test_u8.shape[1] * test_u8.shape[2]), psnr, ssim
+  streams, decoded = entropy.code_images(model, codes)
+  psnr, ssim = _score(_in_chunks(decode, decoded), test_u8)
+  return 8 * np.mean([len(s) for s in streams]) / (test_u8.shape[1] * test_u8.shape[2]), psnr, ssim
 
 
 def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='',

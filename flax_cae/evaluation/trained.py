@@ -47,6 +47,7 @@ class Trained:
   results: dict
   model: Any
   variables: dict
+  finished: bool = True  # False: a run in progress, or stopped before its end
 
   @property
   def task(self) -> str:
@@ -76,17 +77,19 @@ class Trained:
     return self.apply(self.variables, images)['logits']
 
 
-def load_trained(workdir: str, flag: str = '--workdir') -> Trained:
+def load_trained(workdir: str, flag: str = '--workdir', unfinished: bool = False) -> Trained:
   """The kept model of a workdir: of a finished run, the checkpoint its results.json reports;
-  of a run in progress (a live process holds its lock), the best checkpoint it keeps so far,
-  with a warning that says so. Reading never writes, cleans or deletes anything there
-  (checkpoint.Reader), and a checkpoint the run removes while it is read is chosen again. A
-  workdir with nothing to read is one sentence."""
+  of a run in progress (a live process holds its lock), or with `unfinished` of one stopped
+  before its end, the best checkpoint it keeps so far, with a warning that says so. Reading
+  never writes, cleans or deletes anything there (checkpoint.Reader), and a checkpoint the
+  run removes while it is read is chosen again. A workdir with nothing to read is one
+  sentence."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   results = _read_json(os.path.join(workdir, 'results.json'))
   running = workdir_lib.holder(workdir)
   config = _read_json(os.path.join(workdir, 'config.json'))
-  if config is None or (results is None and running is None):
+  in_progress = running is not None or (unfinished and results is None)
+  if config is None or (results is None and not in_progress):
     raise ConfigError(f'{flag}={workdir} holds no finished run (no results.json) and no run is '
                       f'training there now; train it first with launch.py --workdir={workdir}, '
                       'or give another folder.')
@@ -101,13 +104,18 @@ def load_trained(workdir: str, flag: str = '--workdir') -> Trained:
                       'there is no model to load; train it again in a new workdir.')
   reader = Reader(ckpt_dir)
   try:
-    step, state, image_shape = _read_kept(reader, workdir, flag, results, running, config)
+    step, state, image_shape = _read_kept(reader, workdir, flag, results, running, config,
+                                          in_progress)
   finally:
     reader.close()
   if running is not None:
     logging.warning('%s is being trained now by %s: using its best checkpoint so far (step %d); '
                     'it may change as training goes on.', workdir,
                     workdir_lib.describe_holder(running), step)
+  elif in_progress:
+    logging.warning('%s was stopped before its end: using its best checkpoint so far (step %d).',
+                    workdir, step)
+  finished = results is not None
   results = dict(results or {}, best_step=step)
   results.setdefault('image_shape', list(image_shape))
   num_classes = (results.get('model_options') or {}).get('num_classes') or 10
@@ -115,7 +123,7 @@ def load_trained(workdir: str, flag: str = '--workdir') -> Trained:
   variables = {'params': state.get('ema_params') or state['params']}  # what was evaluated
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
-  return Trained(workdir, config, results, model, variables)
+  return Trained(workdir, config, results, model, variables, finished)
 
 
 def _read_json(path):
@@ -132,17 +140,20 @@ READ_ATTEMPTS = 30
 RETRY_SECONDS = 0.05
 
 
-def _read_kept(reader: Reader, workdir, flag, results, running, config):
+def _read_kept(reader: Reader, workdir, flag, results, running, config, in_progress):
   """(step, state, image shape) of the kept checkpoint (see load_trained)."""
   for attempt in range(READ_ATTEMPTS):
     if attempt:
       time.sleep(RETRY_SECONDS * min(attempt, 10))
     steps = reader.steps()
-    if running is None:
+    if not in_progress:
       step = results.get('best_step')
       if step not in steps:
         raise ConfigError(f'{flag}={workdir} no longer holds the checkpoint of step {step} that '
                           'its results.json reports; train it again in a new workdir.')
+    elif not steps and running is None:
+      raise ConfigError(f'{flag}={workdir} holds no checkpoint yet (its run stopped before its '
+                        'first); resume it with its launch.py command first.')
     elif not steps:
       raise ConfigError(
           f'{flag}={workdir} is being trained now by {workdir_lib.describe_holder(running)} and '

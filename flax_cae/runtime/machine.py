@@ -33,8 +33,12 @@ def cpu() -> str:
 
 
 def commit() -> str:
-  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                        text=True).stdout.strip() or 'unknown'
+  """The source tree's short commit ('unknown' outside a git checkout, or without git)."""
+  try:
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30).stdout.strip() or 'unknown'
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
 
 
 def device() -> str:

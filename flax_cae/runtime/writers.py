@@ -128,5 +128,13 @@ def write_results(workdir: str, results: dict):
       + f'Metrics are on the {split} split'
       f"{' (the data set has no test split here)' if split != 'test' else ''}, with {kept}."
       f"\n\n{results.get('bottleneck_text', '')}\n")
+  if results.get('codec_bpp') is not None:
+    codec = results['codec']
+    notes += (f"\nAs a codec ({codec['file']}; each {split} image coded alone, quantizer step "
+              f"{codec['default_step']:g}): {results['codec_bpp']:.3f} bits per pixel as .fcae "
+              f"files ({results['codec_bpp_payload']:.3f} without their header), PSNR "
+              f"{results['codec_psnr']:.2f} dB, SSIM {results['codec_ssim']:.4f}.\n")
+  if results.get('device'):
+    notes += f"\n{results['device']}; commit {results.get('commit')}; {results.get('finished')}.\n"
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join([header, rule, row]) + '\n' + notes)

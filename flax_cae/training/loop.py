@@ -17,12 +17,15 @@ import numpy as np
 from absl import logging
 
 from flax_cae import models as models_lib
+from flax_cae.codec import entropy
 from flax_cae.data import pipeline
 from flax_cae.runtime import errors
+from flax_cae.runtime import machine
 from flax_cae.runtime import preemption
 from flax_cae.runtime import streams
 from flax_cae.runtime import writers
 from flax_cae.runtime.checkpoint import SCORE
+from flax_cae.training import entropy_fit
 from flax_cae.training import tasks
 from flax_cae.training.trainer import MINIMIZED
 from flax_cae.training import run as run_lib
@@ -266,6 +269,7 @@ def finish(run: Run) -> list[dict]:
   has_val, has_test = run.splits['validation'].n > 0, run.splits['test'].n > 0
   shown = run.splits['test' if has_test else 'validation']
   evaluated = {}  # kept step -> (test, validation, reconstructions) of every member there
+  state_of = {}  # kept step -> its train state
   pictures = run.trainer.task.reconstructs
   sample = run.trainer.sample_images(shown, config.num_sample_images) if pictures else None
   results = []
@@ -290,12 +294,15 @@ def finish(run: Run) -> list[dict]:
         'images_per_second': meta['images_per_second'], 'devices': run.mesh.devices.size,
         'backend': jax.default_backend(), 'model_options': models_lib.model_options(run.model),
         'members_trained_together': len(run.members) if run.grouped else 1,
+        'device': machine.device(), 'commit': machine.commit(),
+        'finished': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
     }
     if meta['diverged_at'][m] is None and kept is not None:
       if kept not in evaluated:
         state = run.state
         if kept != run.step:
           state, _ = run.ckpts.restore(kept, run.state)
+        state_of[kept] = state
         evaluated[kept] = tuple(
             run.trainer.evaluate(state, run.splits[name]) if ok else [None] * len(run.members)
             for name, ok in (('test', has_test), ('validation', has_val))
@@ -308,6 +315,8 @@ def finish(run: Run) -> list[dict]:
         if values is not None:
           result.update({f'{name}_{k}': v for k, v in values.items() if k != 'count'})
       reported = test if has_test else val
+      if entropy.compresses(result['task'], run.bneck):
+        result.update(entropy_fit.fit(run, state_of[kept], m, member.workdir, shown))
       if has_test:
         member.writer.write(kept, 'test', test)
       logging.info('%s%s: %s (%s, step %s).',

@@ -1,0 +1,170 @@
+"""The codec on the command line: images to .fcae files and back, with a trained model.
+
+  python -m flax_cae.codec compress --model=NAME_OR_FOLDER a.png b.jpg --out=DIR [--step=S]
+  python -m flax_cae.codec decompress --model=NAME_OR_FOLDER DIR/a.fcae DIR/b.fcae --out=DIR
+
+`--model` is what `flax_cae.load` takes: a shipped model's name, an exported folder or a
+launch.py workdir. compress writes DIR/<name>.fcae per image and prints its bytes, bits per
+pixel, and PSNR and SSIM of its decoded image against the original; decompress writes
+DIR/<name>.png. Images are converted to the model's channels (RGB, or grey for a grey model;
+alpha dropped). A file that is not an image, cannot be read, or holds a stream of another
+model is one sentence and exit status 2; every input is read and coded before anything is
+written, and files are written whole or not at all.
+
+(This command sits in the codec folder for its name; it uses the public API, flax_cae/api.py.)
+"""
+
+import os
+
+import numpy as np
+
+from flax_cae.runtime import cli
+from flax_cae.runtime.errors import ConfigError, UserError
+
+ACTIONS = ('compress', 'decompress')
+
+
+def _read_image(path: str, channels: int) -> np.ndarray:
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      im = im.convert('L' if channels == 1 else 'RGB')
+      return np.asarray(im, np.uint8).reshape(im.height, im.width, channels)
+  except UnidentifiedImageError:
+    raise ConfigError(f'{path} is not an image (PIL cannot identify it); give PNG, JPEG or '
+                      'another format PIL reads.') from None
+  except OSError as e:
+    raise ConfigError(f'{path} cannot be read ({e.strerror or e}).') from None
+
+
+def _read_bytes(path: str) -> bytes:
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as e:
+    raise ConfigError(f'{path} cannot be read ({e.strerror or e}).') from None
+
+
+def _targets(paths: list[str], out: str, suffix: str) -> list[str]:
+  """One output per input, DIR/<stem><suffix>; two inputs of one stem are refused."""
+  targets = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + suffix) for p in paths]
+  seen = {}
+  for p, t in zip(paths, targets):
+    if t in seen:
+      raise ConfigError(f'{seen[t]} and {p} would both be written to {t}; rename one, or '
+                        'compress them into different --out folders.')
+    seen[t] = p
+  return targets
+
+
+def _write_all(files: dict[str, bytes]):
+  """Writes every file whole (a temporary name, renamed) or, on a failure, none of them."""
+  done = []
+  try:
+    for path, data in files.items():
+      os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+      tmp = path + '.partial'
+      with open(tmp, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, path)
+      done.append(path)
+  except OSError as e:
+    for path in done + [p + '.partial' for p in files]:
+      if os.path.exists(path):
+        os.remove(path)
+    raise ConfigError(f'{path} cannot be written ({e.strerror or e}); nothing was written. '
+                      'Choose an --out folder you can write to.') from None
+
+
+def _png(image: np.ndarray) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buf, 'PNG')
+  return buf.getvalue()
+
+
+def compress(model, paths: list[str], out: str, step) -> list[dict]:
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax_cae.measures import metrics  # pylint: disable=g-import-not-at-top
+  targets = _targets(paths, out, '.fcae')
+  images = [_read_image(p, model.image_shape[2]) for p in paths]
+  streams = model.compress(images, step)
+  rows, files = [], {}
+  for path, target, image, stream in zip(paths, targets, images, streams):
+    back = model.decompress(stream)
+    m = metrics.image_metrics(jnp.asarray(back[None]), jnp.asarray(image[None], jnp.float32) / 255)
+    h, w = image.shape[:2]
+    rows.append({'image': path, 'file': target, 'size': f'{w}x{h}', 'bytes': len(stream),
+                 'bpp': 8 * len(stream) / (h * w), 'psnr': float(m['psnr'][0]),
+                 'ssim': float(m['ssim'][0])})
+    files[target] = stream
+  _write_all(files)
+  return rows
+
+
+def decompress(model, paths: list[str], out: str) -> list[dict]:
+  targets = _targets(paths, out, '.png')
+  images = model.decompress([_read_bytes(p) for p in paths], names=paths)
+  files = {t: _png(image) for t, image in zip(targets, images)}
+  _write_all(files)
+  return [{'stream': p, 'file': t, 'size': f'{im.shape[1]}x{im.shape[0]}'}
+          for p, t, im in zip(paths, targets, images)]
+
+
+def run(action: str, model_name: str, paths: list[str], out: str, step=None) -> list[dict]:
+  """The command's work, as a function (tests call it); a bad input is a UserError."""
+  from flax_cae import api  # pylint: disable=g-import-not-at-top
+  if action not in ACTIONS:
+    raise ConfigError(f'{action!r} is not an action; use python -m flax_cae.codec compress '
+                      '--model=NAME a.png --out=DIR, or decompress --model=NAME a.fcae --out=DIR.')
+  if not model_name:
+    raise ConfigError(f'--model is required: a shipped model ({", ".join(api.shipped_models()) or "none installed"}), '
+                      'an exported folder or a launch.py workdir.')
+  if not paths:
+    raise ConfigError(f'{action} needs at least one file, e.g. python -m flax_cae.codec {action} '
+                      f'--model={model_name} {"a.png" if action == "compress" else "a.fcae"} '
+                      '--out=DIR.')
+  if not out:
+    raise ConfigError(f'--out is required: the folder the {"streams" if action == "compress" else "images"} '
+                      'go to.')
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ConfigError(f'--out={out} is a file; give a folder.')
+  try:
+    model = api.load(model_name)
+    if action == 'compress':
+      return compress(model, paths, out, step)
+    return decompress(model, paths, out)
+  except ValueError as e:
+    if isinstance(e, UserError):
+      raise
+    raise ConfigError(str(e)) from None
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  try:
+    if len(argv) < 2:
+      raise ConfigError('say what to do: python -m flax_cae.codec compress --model=NAME a.png '
+                        '--out=DIR, or decompress --model=NAME a.fcae --out=DIR.')
+    rows = run(argv[1], f.model, argv[2:], f.out, f.step)
+  except UserError as e:
+    cli.fail(str(e))
+  if argv[1] == 'compress':
+    print('| image | size | bytes | bpp | PSNR (dB) | SSIM | written |\n|---|---|---|---|---|---|---|')
+    for r in rows:
+      print(f"| {r['image']} | {r['size']} | {r['bytes']:,} | {r['bpp']:.3f} | {r['psnr']:.2f} | "
+            f"{r['ssim']:.4f} | {r['file']} |")
+  else:
+    for r in rows:
+      print(f"{r['stream']} -> {r['file']} ({r['size']})")
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('model', None, 'A shipped model name, an exported folder or a workdir.')
+  flags.DEFINE_string('out', None, 'The folder the .fcae files (compress) or PNGs go to.')
+  flags.DEFINE_float('step', None, "The quantizer step (compress; default: the model's finest).")
+  app.run(main, flags_parser=cli.parse_flags)

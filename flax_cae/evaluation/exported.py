@@ -1,0 +1,100 @@
+"""An exported model: a folder that holds everything `flax_cae.load` needs, and nothing of
+training (no optimizer state, no checkpoints, no data).
+
+  model.json          format, config, results, where it came from, what was measured on export
+  variables.npz       the evaluated parameters (the moving average where the run kept one),
+                      one array per '/'-joined path, float32 or float16
+  entropy_model.npz   the entropy model (models that compress)
+  test_images.npz     a few images of the run's reported split, and what the model scores on them
+
+`python -m flax_cae.export` writes one; the shipped models (flax_cae/zoo/) are such folders.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from flax import traverse_util
+from ml_collections import ConfigDict
+
+from flax_cae import models
+from flax_cae.codec import entropy
+from flax_cae.evaluation import trained as trained_lib
+from flax_cae.runtime.errors import ConfigError
+
+FORMAT = 1
+MODEL_FILE = 'model.json'
+VARIABLES_FILE = 'variables.npz'
+IMAGES_FILE = 'test_images.npz'
+DTYPES = ('float32', 'float16')
+
+
+def is_export(folder: str) -> bool:
+  return os.path.isfile(os.path.join(folder, MODEL_FILE))
+
+
+def write(trained: trained_lib.Trained, entropy_model, out: str, record: dict,
+          dtype: str = 'float32', images: np.ndarray | None = None):
+  """Writes the folder `out` (which must not exist, or be empty) in one move: a temporary
+  folder beside it is renamed at the end, so a failed export leaves nothing half-written."""
+  if dtype not in DTYPES:
+    raise ConfigError(f'--dtype={dtype} is not one of {", ".join(DTYPES)}.')
+  out = os.path.abspath(os.path.expanduser(out))
+  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    raise ConfigError(f'--out={out} already exists and is not an empty folder; give a new one.')
+  parent = os.path.dirname(out)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  except OSError as e:
+    raise ConfigError(f'--out={out} cannot be written ({e.strerror or e}); choose a folder you '
+                      'can write to.') from None
+  try:
+    flat = traverse_util.flatten_dict(trained.variables, sep='/')
+    with open(os.path.join(tmp, VARIABLES_FILE), 'wb') as f:
+      np.savez(f, **{k: np.asarray(v, np.float32).astype(dtype) for k, v in flat.items()})
+    if entropy_model is not None:
+      entropy_model.save(os.path.join(tmp, entropy.ENTROPY_FILE))
+    if images is not None:
+      with open(os.path.join(tmp, IMAGES_FILE), 'wb') as f:
+        np.savez_compressed(f, images=images)
+    with open(os.path.join(tmp, MODEL_FILE), 'w') as f:
+      json.dump({'format': FORMAT, 'dtype': dtype, **record,
+                 'config': json.loads(trained.config.to_json_best_effort()),
+                 'results': trained.results}, f, indent=2)
+    if os.path.isdir(out):
+      os.rmdir(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def read(folder: str) -> tuple[trained_lib.Trained, dict]:
+  """(the model, its model.json) of an exported folder; a folder that is not one, or of a
+  newer format, is one sentence."""
+  folder = os.path.abspath(os.path.expanduser(folder))
+  try:
+    with open(os.path.join(folder, MODEL_FILE)) as f:
+      info = json.load(f)
+    with np.load(os.path.join(folder, VARIABLES_FILE)) as z:
+      flat = {k: np.asarray(z[k], np.float32) for k in z.files}
+  except (OSError, ValueError, KeyError) as e:
+    raise ConfigError(f'{folder} is not a readable exported model ({e}); export it again with '
+                      'python -m flax_cae.export.') from None
+  if info.get('format') != FORMAT:
+    raise ConfigError(f'{folder} is an exported model of format {info.get("format")}; this '
+                      f'flax-cae reads format {FORMAT}: export it again with this version.')
+  config, results = ConfigDict(info['config']), info['results']
+  num_classes = (results.get('model_options') or {}).get('num_classes') or 10
+  model = models.build_model(config.model, tuple(results['image_shape']), num_classes)
+  variables = traverse_util.unflatten_dict(flat, sep='/')
+  return trained_lib.Trained(folder, config, results, model, variables), info
+
+
+def entropy_model_of(folder: str):
+  """The entropy model saved in a workdir or an exported folder, or None."""
+  path = os.path.join(folder, entropy.ENTROPY_FILE)
+  return entropy.EntropyModel.load(path) if os.path.isfile(path) else None

@@ -1,0 +1,145 @@
+"""The command that turns a training workdir into a self-contained model folder that
+`flax_cae.load` reads without the workdir (flax_cae/evaluation/exported.py).
+
+  python -m flax_cae.export --workdir=W --out=DIR [--dtype=float32|float16|auto] [--images=64]
+
+It takes the kept checkpoint (the best by validation, as results.json reports; of a run
+still training or resumed and not finished, its best so far, and says so), the evaluated
+parameters (the moving average where the run kept one), the entropy model and the results;
+no optimizer state. On the run's reported split it measures the reconstruction PSNR and SSIM
+(and the codec's bits per pixel) with the weights as stored; `--dtype=auto` stores float16
+where that moves the split's PSNR by at most AUTO_DB, else float32. The first `--images`
+images of the split are bundled with what the model scores on them, so a copy can be checked.
+"""
+
+import time
+
+import numpy as np
+
+from flax_cae import __version__
+from flax_cae import api
+from flax_cae.codec import entropy
+from flax_cae.evaluation import exported
+from flax_cae.evaluation import trained as trained_lib
+from flax_cae.measures import metrics
+from flax_cae.runtime import cli
+from flax_cae.runtime import machine
+from flax_cae.runtime import workdir as workdir_lib
+from flax_cae.runtime.errors import ConfigError, UserError
+
+AUTO_DB = 0.01
+CHUNK = 500
+
+
+def _rounded(trained: trained_lib.Trained, dtype: str) -> trained_lib.Trained:
+  """The same model with its parameters stored as `dtype` and read back as float32."""
+  import jax  # pylint: disable=g-import-not-at-top
+  variables = jax.tree.map(lambda a: np.asarray(a, np.float32).astype(dtype).astype(np.float32),
+                           trained.variables)
+  return trained_lib.Trained(trained.workdir, trained.config, trained.results, trained.model,
+                             variables)
+
+
+def score(model: api.Model, images: np.ndarray) -> dict:
+  """Mean per-image PSNR and SSIM of the model's reconstructions of uint8 images, and, for
+  a model with a codec, its mean bits per pixel and PSNR decoded from its streams."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  out = {'count': len(images)}
+  if model.task == 'classification':
+    return out
+  sums = {}
+  for i in range(0, len(images), CHUNK):
+    x = images[i:i + CHUNK]
+    target = jnp.asarray(x, jnp.float32) / 255.0
+    parts = {'': model.reconstruct(x)}
+    if model.entropy_model is not None:
+      streams = model.compress(x)
+      parts['codec_'] = model.decompress(streams)
+      sums['codec_bpp'] = sums.get('codec_bpp', 0.0) + 8 * sum(map(len, streams)) / (
+          x.shape[1] * x.shape[2])
+    for prefix, recon in parts.items():
+      m = metrics.image_metrics(jnp.asarray(recon), target)
+      for k in ('psnr', 'ssim'):
+        sums[prefix + k] = sums.get(prefix + k, 0.0) + float(np.asarray(m[k]).sum())
+  return {**out, **{k: v / len(images) for k, v in sums.items()}}
+
+
+def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
+           data_dir: str = '') -> dict:
+  """Writes the exported folder; returns its record (what model.json says beside the
+  config and results)."""
+  if dtype not in exported.DTYPES + ('auto',):
+    raise ConfigError(f'--dtype={dtype} is not one of float32, float16, auto.')
+  if n_images < 0:
+    raise ConfigError(f'--images={n_images} must be 0 (bundle none) or more.')
+  running = workdir_lib.holder(workdir)
+  trained = trained_lib.load_trained(workdir, unfinished=True)
+  entropy_model = exported.entropy_model_of(trained.workdir)
+  reference = api.Model(trained, entropy_model, workdir)
+  if reference.task != 'classification' and entropy_model is None and \
+      entropy.compresses(reference.task, reference.bottleneck):
+    raise ConfigError(f'--workdir={trained.workdir} has no entropy model '
+                      f'({entropy.ENTROPY_FILE}; runs fit one when they finish); rerun its '
+                      'launch.py command, which fits it without training again, then export.')
+  split_name, split = trained_lib.eval_split(trained, data_dir)
+  images = split.host_batch(np.arange(split.n)) if not split.on_device else np.asarray(
+      split.images)[:split.n]
+  scores = {'float32': score(reference, images)}
+  if dtype != 'float32':
+    scores['float16'] = score(api.Model(_rounded(trained, 'float16'), entropy_model), images)
+  if dtype == 'auto':
+    moved = abs(scores['float16'].get('psnr', 0.0) - scores['float32'].get('psnr', 0.0))
+    dtype = 'float16' if moved <= AUTO_DB else 'float32'
+  stored = _rounded(trained, dtype)
+  bundled = images[:n_images]
+  step = int(trained.results['best_step'])
+  record = {
+      'source': {'workdir': trained.workdir, 'step': step, 'total_steps':
+                 trained.results.get('total_steps'), 'still_training': running is not None,
+                 'finished': trained.finished},
+      'exported': {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                   'flax_cae': __version__, 'commit': machine.commit(),
+                   'device': machine.device()},
+      'split': {'name': split_name, 'scores_by_dtype': scores},
+      'test_images': {'count': len(bundled), 'split': split_name,
+                      'scores': score(api.Model(stored, entropy_model), bundled)
+                      if len(bundled) else None},
+  }
+  exported.write(stored, entropy_model, out, record, dtype,
+                 bundled if len(bundled) else None)
+  return {'dtype': dtype, **record}
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  try:
+    for name, what in (('workdir', 'the launch.py workdir to export'),
+                       ('out', 'the new folder to write the model to')):
+      if not f[name].value:
+        raise ConfigError(f'--{name} is required: {what}; e.g. python -m flax_cae.export '
+                          '--workdir=workdirs/best256 --out=models/best256.')
+    r = export(f.workdir, f.out, f.dtype, f.images, f.data_dir)
+  except UserError as e:
+    cli.fail(str(e))
+  src = r['source']
+  print(f"Exported step {src['step']} of {src['workdir']} to {f.out} ({r['dtype']} weights)"
+        + ('.' if src['finished'] else ': the run is ' + (
+            'still training' if src['still_training'] else 'stopped before its end') +
+            ', so this is its best checkpoint so far.'))
+  for dtype, s in r['split']['scores_by_dtype'].items():
+    print(f"  {r['split']['name']} ({s['count']} images), {dtype} weights: " + ', '.join(
+        f'{k} {v:.4f}' for k, v in s.items() if k != 'count'))
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('workdir', None, 'A launch.py workdir (finished, or its best checkpoint so far).')
+  flags.DEFINE_string('out', None, 'The folder to write (new, or empty).')
+  flags.DEFINE_string('dtype', 'float32', 'float32, float16, or auto (float16 where it moves the '
+                      f'reported PSNR by at most {AUTO_DB} dB).')
+  flags.DEFINE_integer('images', 64, 'Images of the reported split bundled with the model.')
+  flags.DEFINE_string('data_dir', '', "Where the data set is prepared, if not the run's "
+                      'data.data_dir.')
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,60 @@
+"""The end of a run of a model that compresses: its entropy model is fitted on the codes of
+its training images, saved in the workdir (codec/entropy.py's ENTROPY_FILE) and measured on
+the reported split, coded image by image (results.json's `codec`: bits per pixel, PSNR and
+SSIM at each quantizer step)."""
+
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+from flax_cae.codec import container
+from flax_cae.codec import entropy
+from flax_cae.data.pipeline import host_copy, to_float
+from flax_cae.models import balle2017 as balle
+from flax_cae.runtime import writers
+from flax_cae.training import tasks
+
+HOST_BYTES = 256 * 2**20  # images each of the fit and the measurement copies to the host, at most
+
+
+def _variables(run, state, m: int) -> dict:
+  """Member m's evaluated variables on this process's first device (everything after this
+  runs on every process alike, with no collective: the codec is a host-side job)."""
+  host = jax.tree.map(lambda a: host_copy(a)[m] if run.grouped else host_copy(a),
+                      run.trainer.eval_variables(state))
+  return jax.device_put(host, jax.local_devices()[0])
+
+
+def fit(run, state, m: int, workdir: str, split) -> dict:
+  """Fits, saves and measures member m's entropy model; returns results.json's entries."""
+  model, train = run.model, run.splits['train']
+  variables = _variables(run, state, m)
+  encode = jax.jit(lambda x: model.apply(variables, to_float(x), method='encode')['latent']
+                   .astype(np.float32))
+  decode = jax.jit(lambda y: model.apply(variables, {'latent': y}, method='decode'))
+  image_bytes = int(np.prod(train.image_shape))
+  n_fit = min(entropy.FIT_IMAGES, train.n, max(1, HOST_BYTES // image_bytes))
+  fit_images = run.trainer.sample_images(train, n_fit)
+  codes = np.concatenate([np.asarray(encode(fit_images[i:i + 500]))
+                          for i in range(0, n_fit, 500)])
+  if tasks.task_name(run.config) == 'rate_distortion':
+    codec = entropy.from_density(codes, lambda low, size: balle.discretized_density(
+        model, variables, low, size))
+  else:
+    codec = entropy.fit(codes)
+  if writers.is_writer():
+    codec.save(os.path.join(workdir, entropy.ENTROPY_FILE))
+  n_eval = min(split.n, max(1, HOST_BYTES // image_bytes))
+  points = entropy.measure(codec, encode, decode, run.trainer.sample_images(split, n_eval))
+  default = next(p for p in points if p['step'] == codec.default_step)
+  logging.info('Codec (%s, each image coded alone): %s.', entropy.ENTROPY_FILE, ', '.join(
+      f"step {p['step']:g}: {p['bpp']:.3f} bpp ({p['bpp_payload']:.3f} without the "
+      f"{container.HEADER_BYTES}-byte header), {p['psnr']:.2f} dB" for p in points))
+  return {'codec': {'file': entropy.ENTROPY_FILE, 'default_step': codec.default_step,
+                    'learned_density': codec.learned, 'fit_images': n_fit, 'images': n_eval,
+                    'points': points},
+          'codec_bpp': default['bpp'], 'codec_bpp_payload': default['bpp_payload'],
+          'codec_psnr': default['psnr'],
+          'codec_ssim': default['ssim']}
