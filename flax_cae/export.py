@@ -65,7 +65,7 @@ def score(model: api.Model, images: np.ndarray) -> dict:
 
 
 def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
-           data_dir: str = '') -> dict:
+           data_dir: str = '', note: str = '') -> dict:
   """Writes the exported folder; returns its record (what model.json says beside the
   config and results)."""
   if dtype not in exported.DTYPES + ('auto',):
@@ -94,6 +94,7 @@ def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
   bundled = images[:n_images]
   step = int(trained.results['best_step'])
   record = {
+      'note': note,
       'source': {'workdir': trained.workdir, 'step': step, 'total_steps':
                  trained.results.get('total_steps'), 'still_training': running is not None,
                  'finished': trained.finished},
@@ -120,7 +121,7 @@ def main(argv):
       if not f[name].value:
         raise ConfigError(f'--{name} is required: {what}; e.g. python -m flax_cae.export '
                           '--workdir=workdirs/best256 --out=models/best256.')
-    r = export(f.workdir, f.out, f.dtype, f.images, f.data_dir)
+    r = export(f.workdir, f.out, f.dtype, f.images, f.data_dir, f.note)
   except UserError as e:
     cli.fail(str(e))
   src = r['source']
@@ -142,4 +143,5 @@ if __name__ == '__main__':
   flags.DEFINE_integer('images', 64, 'Images of the reported split bundled with the model.')
   flags.DEFINE_string('data_dir', '', "Where the data set is prepared, if not the run's "
                       'data.data_dir.')
+  flags.DEFINE_string('note', '', 'Free text kept in model.json, e.g. how the run was trained.')
   app.run(main, flags_parser=cli.parse_flags)

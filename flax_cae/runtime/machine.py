@@ -33,10 +33,11 @@ def cpu() -> str:
 
 
 def commit() -> str:
-  """The source tree's short commit ('unknown' outside a git checkout, or without git)."""
+  """The source tree's short commit, '-dirty' where files differ from it ('unknown' outside
+  a git checkout, or without git)."""
   try:
-    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                          text=True, timeout=30).stdout.strip() or 'unknown'
+    return subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=7'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30).stdout.strip() or 'unknown'
   except (OSError, subprocess.SubprocessError):
     return 'unknown'
 
