@@ -1,0 +1,136 @@
+"""`python -m flax_cae.codec`: a PNG and a JPEG to .fcae files and back with a shipped model,
+the numbers it prints checked against the files it wrote, and every bad input one sentence,
+exit status 2, with nothing written."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skimage_data
+
+import flax_cae
+from flax_cae import api
+from flax_cae.evaluation import exported
+from launching import ROOT, env
+
+MODEL = 'cifar10_improved'
+
+
+def codec(*args) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'flax_cae.codec', *args], cwd=ROOT, env=env(1),
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  """Two real photographs shipped with scikit-image: one as PNG, one as JPEG."""
+  root = tmp_path_factory.mktemp('photos')
+  Image.fromarray(skimage_data.coffee()[:96, :128]).save(root / 'coffee.png')
+  Image.fromarray(skimage_data.chelsea()[50:120, 100:190]).save(root / 'chelsea.jpg', quality=90)
+  return root
+
+
+def _table(stdout: str) -> dict:
+  rows = {}
+  for line in stdout.splitlines():
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    if len(cells) == 7 and cells[0].endswith(('.png', '.jpg')):
+      rows[pathlib.Path(cells[0]).name] = cells
+  return rows
+
+
+def test_a_png_and_a_jpeg_go_to_files_and_back(photos, tmp_path):
+  out = tmp_path / 'streams'
+  r = codec('compress', f'--model={MODEL}', str(photos / 'coffee.png'), str(photos / 'chelsea.jpg'),
+            f'--out={out}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = _table(r.stdout)
+  assert set(rows) == {'coffee.png', 'chelsea.jpg'}
+  model = flax_cae.load(MODEL)
+  for name, stem, (h, w) in (('coffee.png', 'coffee', (96, 128)), ('chelsea.jpg', 'chelsea', (70, 90))):
+    _, size, n_bytes, bpp, psnr, ssim, written = rows[name]
+    stream = (out / f'{stem}.fcae').read_bytes()
+    assert written == str(out / f'{stem}.fcae') and size == f'{w}x{h}'
+    assert int(n_bytes.replace(',', '')) == len(stream)
+    assert float(bpp) == pytest.approx(8 * len(stream) / (h * w), abs=1e-3)
+    original = np.asarray(Image.open(photos / name).convert('RGB'))
+    decoded = model.decompress(stream)
+    mse = np.mean((decoded - original / 255.0) ** 2)
+    assert float(psnr) == pytest.approx(10 * np.log10(1 / mse), abs=0.2)  # (mean of one image)
+    assert 15 < float(psnr) < 40 and 0 < float(ssim) <= 1
+  images = tmp_path / 'images'
+  r = codec('decompress', f'--model={MODEL}', str(out / 'coffee.fcae'), str(out / 'chelsea.fcae'),
+            f'--out={images}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert sorted(p.name for p in images.iterdir()) == ['chelsea.png', 'coffee.png']
+  png = np.asarray(Image.open(images / 'coffee.png'))
+  expected = np.round(model.decompress((out / 'coffee.fcae').read_bytes()) * 255).astype(np.uint8)
+  np.testing.assert_array_equal(png, expected)
+  assert 'coffee.fcae -> ' in r.stdout and '(128x96)' in r.stdout
+
+
+@pytest.fixture(scope='module')
+def other_stream(tmp_path_factory):
+  """A stream written by another model (the shipped model's float32 sibling: same network,
+  its weights not rounded to float16), to be decoded with the shipped one."""
+  trained, _ = exported.read(str(pathlib.Path(api.ZOO) / MODEL))
+  trained.variables = dict(trained.variables, params=jax.tree.map(
+      lambda a: a * np.float32(1.001), trained.variables['params']))
+  other = flax_cae.Model(trained, flax_cae.load(MODEL).entropy_model)
+  path = tmp_path_factory.mktemp('other') / 'other.fcae'
+  path.write_bytes(other.compress(skimage_data.coffee()[:32, :32])[0])
+  return path
+
+
+@pytest.mark.parametrize('action,make,message', [
+    ('compress', lambda d, o, p: (d / 'notes.png').write_text('not an image') and d / 'notes.png',
+     'notes.png is not an image (PIL cannot identify it)'),
+    ('compress', lambda d, o, p: d / 'missing.png', 'missing.png cannot be read (No such file'),
+    ('decompress', lambda d, o, p: o, 'other.fcae was written by another model (fingerprint'),
+    ('decompress', lambda d, o, p: (d / 'cut.fcae').write_bytes(o.read_bytes()[:-5]) and
+     d / 'cut.fcae', 'cut.fcae is truncated or corrupted'),
+    ('decompress', lambda d, o, p: p / 'chelsea.jpg', 'chelsea.jpg is not a flax-cae stream'),
+])
+def test_a_bad_input_is_one_sentence_and_nothing_is_written(photos, other_stream, tmp_path,
+                                                            action, make, message):
+  bad = make(tmp_path, other_stream, photos)
+  good = photos / 'coffee.png'
+  out = tmp_path / 'out'
+  if action == 'compress':
+    r = codec('compress', f'--model={MODEL}', str(good), str(bad), f'--out={out}')
+  else:
+    first = tmp_path / 'first'
+    assert codec('compress', f'--model={MODEL}', str(good), f'--out={first}').returncode == 0
+    r = codec('decompress', f'--model={MODEL}', str(first / 'coffee.fcae'), str(bad),
+              f'--out={out}')
+  assert r.returncode == 2, r.stderr[-3000:]
+  line = r.stderr.strip().splitlines()[-1]
+  assert line.startswith('flax-cae: error: ') and message in line, r.stderr[-2000:]
+  assert 'Traceback' not in r.stderr
+  assert not out.exists() or not list(out.iterdir())  # the good input's file was not written
+
+
+@pytest.mark.parametrize('args,message', [
+    (['compress', 'a.png', '--out=x'], '--model is required'),
+    (['compress', f'--model={MODEL}', '--out=x'], 'compress needs at least one file'),
+    (['squash', f'--model={MODEL}', 'a.png', '--out=x'], "'squash' is not an action"),
+    (['compress', '--model=nowhere', 'a.png', '--out=x'], "'nowhere' is neither a folder"),
+    (['compress', f'--model={MODEL}', 'a.png'], '--out is required'),
+    (['compress', f'--model={MODEL}', '--step=0.3', 'a.png', '--out=x'], None),
+])
+def test_bad_arguments_are_one_sentence(photos, tmp_path, args, message):
+  args = [a.replace('a.png', str(photos / 'coffee.png')).replace('--out=x', f'--out={tmp_path / "x"}')
+          for a in args]
+  r = codec(*args)
+  assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+  line = r.stderr.strip().splitlines()[-1]
+  assert re.match(r'flax-cae: error: ', line), r.stderr[-2000:]
+  assert message is None or message in line, line
+  if message is None:
+    assert "quantizer step 0.3 is not one of this model's (0.5, 0.25, 0.125)" in line
+  assert not (tmp_path / 'x').exists() or not list((tmp_path / 'x').iterdir())
