@@ -2,11 +2,14 @@
 
   python -m flax_cae.codec compress --model=NAME_OR_FOLDER a.png b.jpg --out=DIR [--step=S]
   python -m flax_cae.codec decompress --model=NAME_OR_FOLDER DIR/a.fcae DIR/b.fcae --out=DIR
+  python -m flax_cae.codec compare --model=NAME_OR_FOLDER photo.png --out=DIR
 
 `--model` is what `flax_cae.load` takes: a shipped model's name, an exported folder or a
 launch.py workdir. compress writes DIR/<name>.fcae per image and prints its bytes, bits per
 pixel, and PSNR and SSIM of its decoded image against the original; decompress writes
-DIR/<name>.png. Images are converted to the model's channels (RGB, or grey for a grey model;
+DIR/<name>.png. compare codes each image with the model, and with JPEG and WebP at the
+highest quality whose file is no larger, and writes DIR/<name>_compare.png: the original and
+the three decoded pictures side by side, bytes and PSNR under each. Images are converted to the model's channels (RGB, or grey for a grey model;
 alpha dropped). A file that is not an image, cannot be read, or holds a stream of another
 model is one sentence and exit status 2; every input is read and coded before anything is
 written, and files are written whole or not at all.
@@ -21,7 +24,7 @@ import numpy as np
 from flax_cae.runtime import cli
 from flax_cae.runtime.errors import ConfigError, UserError
 
-ACTIONS = ('compress', 'decompress')
+ACTIONS = ('compress', 'decompress', 'compare')
 
 
 def _read_image(path: str, channels: int) -> np.ndarray:
@@ -113,18 +116,70 @@ def decompress(model, paths: list[str], out: str) -> list[dict]:
           for p, t, im in zip(paths, targets, images)]
 
 
+def _psnr(decoded: np.ndarray, image_u8: np.ndarray) -> float:
+  mse = float(np.mean((np.asarray(decoded, np.float64) - image_u8 / 255.0) ** 2))
+  return 10 * np.log10(1.0 / mse) if mse > 0 else float('inf')
+
+
+def compare(model, paths: list[str], out: str, step) -> list[dict]:
+  """The model's stream, and JPEG's and WebP's files of at most as many bytes, per image."""
+  from flax_cae.codec import classical  # pylint: disable=g-import-not-at-top
+  targets = _targets(paths, out, '_compare.png')
+  rows, files = [], {}
+  for path, target in zip(paths, targets):
+    image = _read_image(path, model.image_shape[2])
+    stream = model.compress(image, step)[0]
+    panels = [('original', image / 255.0, None, None),
+              (f'flax-cae {model.config.model.name}', model.decompress(stream), len(stream), None)]
+    for codec in classical.CODECS:
+      quality, data = classical.at_most(codec, image, len(stream))
+      panels.append((f'{"JPEG" if codec == "jpeg" else "WebP"} q{quality}',
+                     classical.decode(data, image.shape[-1]) / 255.0, len(data), quality))
+    row = {'image': path, 'file': target, 'size': f'{image.shape[1]}x{image.shape[0]}',
+           'codecs': [{'codec': name, 'bytes': n, 'psnr': _psnr(pic, image), 'quality': q}
+                      for name, pic, n, q in panels[1:]]}
+    files[target] = _figure(panels, image)
+    rows.append(row)
+  _write_all(files)
+  return rows
+
+
+def _figure(panels, image) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  h, w = image.shape[:2]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4 * h / w + 0.8))
+  for ax, (name, pic, n, _) in zip(axes, panels):
+    ax.imshow(np.clip(pic, 0, 1)[..., 0] if pic.shape[-1] == 1 else np.clip(pic, 0, 1),
+              cmap='gray' if pic.shape[-1] == 1 else None, vmin=0, vmax=1,
+              interpolation='nearest')
+    ax.set_axis_off()
+    ax.set_title(name, fontsize=10)
+    if n is not None:
+      ax.text(0.5, -0.03, f'{n:,} bytes ({8 * n / (h * w):.3f} bpp)\nPSNR {_psnr(pic, image):.2f} dB',
+              transform=ax.transAxes, ha='center', va='top', fontsize=9)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100)
+  plt.close(fig)
+  return buf.getvalue()
+
+
 def run(action: str, model_name: str, paths: list[str], out: str, step=None) -> list[dict]:
   """The command's work, as a function (tests call it); a bad input is a UserError."""
   from flax_cae import api  # pylint: disable=g-import-not-at-top
   if action not in ACTIONS:
     raise ConfigError(f'{action!r} is not an action; use python -m flax_cae.codec compress '
-                      '--model=NAME a.png --out=DIR, or decompress --model=NAME a.fcae --out=DIR.')
+                      '--model=NAME a.png --out=DIR, decompress --model=NAME a.fcae --out=DIR, '
+                      'or compare --model=NAME a.png --out=DIR.')
   if not model_name:
     raise ConfigError(f'--model is required: a shipped model ({", ".join(api.shipped_models()) or "none installed"}), '
                       'an exported folder or a launch.py workdir.')
   if not paths:
     raise ConfigError(f'{action} needs at least one file, e.g. python -m flax_cae.codec {action} '
-                      f'--model={model_name} {"a.png" if action == "compress" else "a.fcae"} '
+                      f'--model={model_name} {"a.fcae" if action == "decompress" else "a.png"} '
                       '--out=DIR.')
   if not out:
     raise ConfigError(f'--out is required: the folder the {"streams" if action == "compress" else "images"} '
@@ -135,6 +190,8 @@ def run(action: str, model_name: str, paths: list[str], out: str, step=None) -> 
     model = api.load(model_name)
     if action == 'compress':
       return compress(model, paths, out, step)
+    if action == 'compare':
+      return compare(model, paths, out, step)
     return decompress(model, paths, out)
   except ValueError as e:
     if isinstance(e, UserError):
@@ -157,6 +214,14 @@ def main(argv):
     for r in rows:
       print(f"| {r['image']} | {r['size']} | {r['bytes']:,} | {r['bpp']:.3f} | {r['psnr']:.2f} | "
             f"{r['ssim']:.4f} | {r['file']} |")
+  elif argv[1] == 'compare':
+    print('| image | size | codec | bytes | bpp | PSNR (dB) |\n|---|---|---|---|---|---|')
+    for r in rows:
+      w, h = map(int, r['size'].split('x'))
+      for c in r['codecs']:
+        print(f"| {r['image']} | {r['size']} | {c['codec']} | {c['bytes']:,} | "
+              f"{8 * c['bytes'] / (h * w):.3f} | {c['psnr']:.2f} |")
+      print(f"\n{r['file']}")
   else:
     for r in rows:
       print(f"{r['stream']} -> {r['file']} ({r['size']})")

@@ -73,3 +73,15 @@ def run(codec: str, images_u8: np.ndarray, quality: int):
     sizes.append(len(data))
     payloads.append(payload(codec, data))
   return np.stack(out), np.array(sizes), np.array(payloads)
+
+
+def at_most(codec: str, image_u8: np.ndarray, n_bytes: int) -> tuple[int, bytes]:
+  """(quality, file) of the highest quality whose file of this one image takes at most
+  n_bytes (a comparison at equal size gives the classical codec no byte more); quality 1's
+  file where even that is larger."""
+  best = (1, encode(codec, image_u8, 1))
+  for quality in range(2, 101):
+    data = encode(codec, image_u8, quality)
+    if len(data) <= n_bytes and (len(best[1]) > n_bytes or quality > best[0]):
+      best = (quality, data)
+  return best
