@@ -49,6 +49,7 @@ class Model:
     self.image_shape = tuple(int(d) for d in trained.results['image_shape'])
     self.bottleneck = models.bottleneck(trained.model)
     self.entropy_model = entropy_model  # codec/entropy.py; None: the model does not compress
+    self._by_size = {}  # (h, w) -> the network built for that input size
 
   def describe(self) -> str:
     """One paragraph: the model, the images it takes, its code and its test numbers."""
@@ -124,8 +125,12 @@ class Model:
       return self._trained
     return self._sized(h, w)
 
-  @functools.lru_cache(maxsize=8)
   def _sized(self, h: int, w: int) -> trained_lib.Trained:
+    if (h, w) not in self._by_size:  # (each size compiles its own programs once)
+      self._by_size[h, w] = self._build(h, w)
+    return self._by_size[h, w]
+
+  def _build(self, h: int, w: int) -> trained_lib.Trained:
     t = self._trained
     config = t.config.model.copy_and_resolve_references()
     code, s = self._code_shapes.get('latent', ()), self._grid_stride

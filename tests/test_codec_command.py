@@ -134,3 +134,17 @@ def test_bad_arguments_are_one_sentence(photos, tmp_path, args, message):
   if message is None:
     assert "quantizer step 0.3 is not one of this model's (0.5, 0.25, 0.125)" in line
   assert not (tmp_path / 'x').exists() or not list((tmp_path / 'x').iterdir())
+
+
+def test_compare_puts_the_model_beside_jpeg_and_webp_at_no_more_bytes(photos, tmp_path):
+  r = codec('compare', f'--model={MODEL}', str(photos / 'coffee.png'), f'--out={tmp_path}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = [[c.strip() for c in line.strip('|').split('|')] for line in r.stdout.splitlines()
+          if line.startswith(f'| {photos / "coffee.png"}')]
+  assert [row[2].split()[0] for row in rows] == ['flax-cae', 'JPEG', 'WebP']
+  n_bytes = [int(row[3].replace(',', '')) for row in rows]
+  assert n_bytes[1] <= n_bytes[0] and n_bytes[2] <= n_bytes[0]
+  model = flax_cae.load(MODEL)
+  assert n_bytes[0] == len(model.compress(np.asarray(Image.open(photos / 'coffee.png')))[0])
+  picture = Image.open(tmp_path / 'coffee_compare.png')
+  assert picture.format == 'PNG' and picture.width > 4 * 128

@@ -73,3 +73,14 @@ def test_an_unknown_name_is_one_sentence():
   with pytest.raises(ValueError, match=r"'cifar11' is neither a folder .* nor a shipped model "
                      r'\(.*cifar10_improved'):
     flax_cae.load('cifar11')
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_the_readme_row_of_a_shipped_model_is_its_record(name):
+  readme = (pathlib.Path(__file__).resolve().parents[1] / 'README.md').read_text()
+  row = next((line for line in readme.splitlines() if line.startswith(f'| `{name}` |')), None)
+  assert row is not None, f'README has no row for the shipped model {name}'
+  r = _info(name)['results']
+  assert f"{r['test_psnr']:.2f} dB / {r['test_ssim']:.3f}" in row, row
+  assert f"{r['codec_bpp']:.3f} bpp, {r['codec_psnr']:.2f} dB" in row, row
+  assert _info(name)['dtype'] in row
