@@ -62,13 +62,14 @@ class Model:
     elif self._stride:
       sizes = (f'fully convolutional: takes images of any size with {c} channel(s), padded by '
                f'reflection to a multiple of {self._stride} pixels and cropped back (trained '
-               f'on {h}x{w})')
+               f'on {h}x{w}; over {layout_lib.MAX_SIDE} pixels a side, in tiles)')
     else:
       sizes = (f'takes {h}x{w} images with {c} channel(s); larger or smaller ones are cut into '
                f'{h}x{w} tiles (padded by reflection), each coded on its own')
     codec = ''
     if self.entropy_model is not None:
-      codec = (f'; compresses with {"its learned density" if self.entropy_model.learned else "per-channel tables"} '
+      tables = 'its learned density' if self.entropy_model.learned else 'per-channel tables'
+      codec = (f'; compresses with {tables} '
                f'(quantizer steps {", ".join(f"{s:g}" for s in self.entropy_model.steps)}, '
                f'default {self.entropy_model.default_step:g})')
       if r.get('codec_bpp') is not None:
@@ -100,9 +101,10 @@ class Model:
     if not any_size and x.shape[1:3] != (h, w):
       s = self._stride
       if not s:
+        hint = ('' if self.task == 'classification' else
+                ', or use reconstruct, compress and decompress, which tile any size')
         raise ValueError(f'images are {x.shape[1]}x{x.shape[2]}, this model\'s network takes '
-                         f'{h}x{w} (its training size); resize them, or use reconstruct, '
-                         'compress and decompress, which tile any size.')
+                         f'{h}x{w} (its training size); resize them{hint}.')
       if x.shape[1] % s or x.shape[2] % s:
         raise ValueError(f'images are {x.shape[1]}x{x.shape[2]}; this network takes sizes that '
                          f'are multiples of {s}; pad them, or use reconstruct, compress and '
@@ -179,7 +181,9 @@ class Model:
 
   def _batched(self, fn, x, batch: int = BATCH) -> Any:
     """fn over x (an array, or a dict of arrays, of N rows) in batches of `batch`, the last
-    one padded so every call has one compiled shape; the outputs joined, N rows again."""
+    one padded so every call has one compiled shape; the outputs joined, N rows again. (One
+    shape per image size also means an image's output does not depend on how many others
+    came with it: XLA's results may differ in the last bit between batch sizes.)"""
     n = len(jax.tree.leaves(x)[0])
     outs = []
     for start in range(0, max(n, 1), batch):
@@ -255,8 +259,11 @@ class Model:
     return images[0] if single else images
 
   def reconstruct(self, images) -> np.ndarray:
-    """The model's output for each image, of any size: float32 [N, H, W, C] in [0, 1]."""
+    """The model's output for each image, of any size: float32 [N, H, W, C] in [0, 1] (a
+    list of [H, W, C] images of different sizes gives a list)."""
     self._need(False, what='reconstruction')
+    if _sizes_differ(images):
+      return [self.reconstruct(image) for image in images]
     x, single = self._images(images, any_size=True)
     lay = self._layout(*x.shape[1:3])
     t = self._at(*lay.tile)
@@ -280,9 +287,10 @@ class Model:
                        'array smaller than the image), so it has no codec; load a model that '
                        'compresses.')
     if self.entropy_model is None:
-      raise ValueError(f'{self._source} has no entropy model ({entropy.ENTROPY_FILE}); '
-                       'runs fit one when they finish: rerun its launch.py command, which '
-                       'fits it without training again.')
+      raise ValueError(f'{self._source} has no entropy model ({entropy.ENTROPY_FILE}: runs '
+                       'fit one when they finish); python -m flax_cae.export '
+                       '--workdir=THAT_WORKDIR --out=DIR fits one from its training images into '
+                       'the exported model, which load(DIR) reads.')
     return self.entropy_model.table(step)
 
   @functools.cached_property
@@ -297,7 +305,7 @@ class Model:
     (default: its finest). A list of [H, W, C] images of different sizes is taken too."""
     self._need(False, what='codec')
     table = self._codec(step)
-    if isinstance(images, (list, tuple)) and len({np.shape(i) for i in images}) > 1:
+    if _sizes_differ(images):
       return [s for image in images for s in self.compress(image, step)]
     x, _ = self._images(images, any_size=True)
     n, h, w, c = x.shape
@@ -318,8 +326,13 @@ class Model:
     (e.g. file names) say which one."""
     self._need(False, what='codec')
     single = isinstance(streams, (bytes, bytearray, memoryview))
-    streams = [streams] if single else list(streams)
-    names = names or [f'stream {i}' for i in range(len(streams))]
+    streams = [streams] if single else list(streams) if isinstance(streams, (list, tuple)) else None
+    if streams is None or not all(isinstance(s, (bytes, bytearray, memoryview)) for s in streams):
+      raise ValueError('decompress takes bytes (one stream) or a list of bytes, as compress '
+                       'returns them; read a .fcae file with open(path, "rb").read().')
+    names = list(names) if names is not None else [f'stream {i}' for i in range(len(streams))]
+    if len(names) != len(streams):
+      raise ValueError(f'{len(names)} names for {len(streams)} streams; give one name each.')
     self._codec(None)
     read = [container.read(s, self.fingerprint, name) for s, name in zip(streams, names)]
     out = [None] * len(read)
@@ -349,6 +362,11 @@ class Model:
     if single:
       return out[0]
     return np.stack(out) if len(by_size) == 1 else out
+
+
+def _sizes_differ(images) -> bool:
+  """Whether `images` is a list of images of different sizes (each then runs alone)."""
+  return isinstance(images, (list, tuple)) and len({np.shape(i) for i in images}) > 1
 
 
 def shipped_models() -> list[str]:

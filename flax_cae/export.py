@@ -6,18 +6,21 @@
 It takes the kept checkpoint (the best by validation, as results.json reports; of a run
 still training or resumed and not finished, its best so far, and says so), the evaluated
 parameters (the moving average where the run kept one), the entropy model and the results;
-no optimizer state. On the run's reported split it measures the reconstruction PSNR and SSIM
+no optimizer state (a run without an entropy model, a study member or a run stopped before
+its end, gets one fitted as a run's end fits it). On the run's reported split it measures the reconstruction PSNR and SSIM
 (and the codec's bits per pixel) with the weights as stored; `--dtype=auto` stores float16
 where that moves the split's PSNR by at most AUTO_DB, else float32. The first `--images`
 images of the split are bundled with what the model scores on them, so a copy can be checked.
 """
 
+import math
 import time
 
 import numpy as np
 
 from flax_cae import __version__
 from flax_cae import api
+from flax_cae import models
 from flax_cae.codec import entropy
 from flax_cae.evaluation import exported
 from flax_cae.evaluation import trained as trained_lib
@@ -72,23 +75,24 @@ def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
     raise ConfigError(f'--dtype={dtype} is not one of float32, float16, auto.')
   if n_images < 0:
     raise ConfigError(f'--images={n_images} must be 0 (bundle none) or more.')
+  exported.check_out(out)
   running = workdir_lib.holder(workdir)
   trained = trained_lib.load_trained(workdir, unfinished=True)
   entropy_model = exported.entropy_model_of(trained.workdir)
+  fitted = 'at the end of the run'
+  if entropy_model is None and trained.task != 'classification' and entropy.compresses(
+      trained.task, models.bottleneck(trained.model)):
+    entropy_model, n = exported.fit_entropy_model(trained, data_dir)
+    fitted = f'at export, on the codes of the first {n} training images'
   reference = api.Model(trained, entropy_model, workdir)
-  if reference.task != 'classification' and entropy_model is None and \
-      entropy.compresses(reference.task, reference.bottleneck):
-    raise ConfigError(f'--workdir={trained.workdir} has no entropy model '
-                      f'({entropy.ENTROPY_FILE}; runs fit one when they finish); rerun its '
-                      'launch.py command, which fits it without training again, then export.')
   split_name, split = trained_lib.eval_split(trained, data_dir)
   images = split.host_batch(np.arange(split.n)) if not split.on_device else np.asarray(
       split.images)[:split.n]
   scores = {'float32': score(reference, images)}
   if dtype != 'float32':
     scores['float16'] = score(api.Model(_rounded(trained, 'float16'), entropy_model), images)
-  if dtype == 'auto':
-    moved = abs(scores['float16'].get('psnr', 0.0) - scores['float32'].get('psnr', 0.0))
+  if dtype == 'auto':  # (nothing measured, e.g. a classifier: float32)
+    moved = abs(scores['float16'].get('psnr', math.inf) - scores['float32'].get('psnr', 0.0))
     dtype = 'float16' if moved <= AUTO_DB else 'float32'
   stored = _rounded(trained, dtype)
   bundled = images[:n_images]
@@ -102,6 +106,7 @@ def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
                    'flax_cae': __version__, 'commit': machine.commit(),
                    'device': machine.device()},
       'split': {'name': split_name, 'scores_by_dtype': scores},
+      'entropy_model': None if entropy_model is None else {'fitted': fitted},
       'test_images': {'count': len(bundled), 'split': split_name,
                       'scores': score(api.Model(stored, entropy_model), bundled)
                       if len(bundled) else None},
@@ -129,6 +134,8 @@ def main(argv):
         + ('.' if src['finished'] else ': the run is ' + (
             'still training' if src['still_training'] else 'stopped before its end') +
             ', so this is its best checkpoint so far.'))
+  if r['entropy_model'] and r['entropy_model']['fitted'].startswith('at export'):
+    print(f"  The run had no entropy model: fitted {r['entropy_model']['fitted']}.")
   for dtype, s in r['split']['scores_by_dtype'].items():
     print(f"  {r['split']['name']} ({s['count']} images), {dtype} weights: " + ', '.join(
         f'{k} {v:.4f}' for k, v in s.items() if k != 'count'))
@@ -136,7 +143,8 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('workdir', None, 'A launch.py workdir (finished, or its best checkpoint so far).')
+  flags.DEFINE_string('workdir', None, 'A launch.py workdir (finished, or its best checkpoint '
+                      'so far).')
   flags.DEFINE_string('out', None, 'The folder to write (new, or empty).')
   flags.DEFINE_string('dtype', 'float32', 'float32, float16, or auto (float16 where it moves the '
                       f'reported PSNR by at most {AUTO_DB} dB).')

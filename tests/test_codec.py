@@ -142,6 +142,20 @@ def test_streams_a_model_cannot_decode_are_one_sentence(workdirs, faces, tmp_pat
   shutil.copytree(workdirs['dense'], copy)
   (copy / 'entropy_model.npz').unlink()
   bare = flax_cae.load(str(copy))
-  with pytest.raises(ValueError, match='has no entropy model .* rerun its launch.py command'):
+  with pytest.raises(ValueError, match=r'has no entropy model .*python -m flax_cae.export '
+                     r'--workdir=THAT_WORKDIR --out=DIR fits one'):
     bare.compress(faces)
   assert bare.reconstruct(faces).shape == faces.shape  # the rest still works
+
+
+def test_wrong_arguments_to_decompress_and_lists_of_sizes(workdirs, faces):
+  model = flax_cae.load(workdirs['dense'])
+  streams = model.compress(faces[:2])
+  with pytest.raises(ValueError, match='decompress takes bytes .* or a list of bytes'):
+    model.decompress('a.fcae')
+  with pytest.raises(ValueError, match='1 names for 2 streams'):
+    model.decompress(streams, names=['a.fcae'])
+  images = [photo(30, 40), photo(25, 25)]
+  out = model.reconstruct(images)
+  assert isinstance(out, list) and [o.shape for o in out] == [i.shape for i in images]
+  np.testing.assert_array_equal(out[1], model.reconstruct(images[1]))

@@ -148,3 +148,27 @@ def test_compare_puts_the_model_beside_jpeg_and_webp_at_no_more_bytes(photos, tm
   assert n_bytes[0] == len(model.compress(np.asarray(Image.open(photos / 'coffee.png')))[0])
   picture = Image.open(tmp_path / 'coffee_compare.png')
   assert picture.format == 'PNG' and picture.width > 4 * 128
+
+
+def test_nothing_is_overwritten_and_odd_images_are_taken(photos, tmp_path):
+  # Decompressing next to the original would replace it: refused, the original intact.
+  here = tmp_path / 'here'
+  here.mkdir()
+  original = (photos / 'coffee.png').read_bytes()
+  (here / 'coffee.png').write_bytes(original)
+  assert codec('compress', f'--model={MODEL}', str(here / 'coffee.png'),
+               f'--out={here}').returncode == 0
+  r = codec('decompress', f'--model={MODEL}', str(here / 'coffee.fcae'), f'--out={here}')
+  assert r.returncode == 2 and 'coffee.png exists already (it is never overwritten)' in r.stderr
+  assert (here / 'coffee.png').read_bytes() == original
+  # A 16-bit grey PNG is scaled to 8 bits (not clipped white), an 8x8 icon has no SSIM.
+  ramp = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)
+  Image.fromarray(ramp).save(tmp_path / 'ramp16.png')
+  Image.fromarray(skimage_data.coffee()[:8, :8]).save(tmp_path / 'icon.png')
+  r = codec('compress', f'--model={MODEL}', str(tmp_path / 'ramp16.png'),
+            str(tmp_path / 'icon.png'), f'--out={tmp_path / "s"}')
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = _table(r.stdout)
+  assert rows['icon.png'][5] == '–' and float(rows['ramp16.png'][4]) > 15
+  decoded = flax_cae.load(MODEL).decompress((tmp_path / 's' / 'ramp16.fcae').read_bytes())
+  assert abs(decoded.mean() - (ramp / 65535.0).mean()) < 0.05

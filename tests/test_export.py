@@ -95,21 +95,55 @@ def test_a_run_stopped_before_its_end_is_exported_from_its_best_checkpoint(workd
     (['--workdir=RUN', '--out=OUT', '--images=-1'], '--images=-1 must be 0'),
     (['--workdir=RUN', '--out=FULL'], 'already exists and is not an empty folder'),
     (['--workdir=NOWHERE', '--out=OUT'], 'holds no finished run'),
-    (['--workdir=BARE', '--out=OUT'], 'has no entropy model (entropy_model.npz; runs fit one '
-     'when they finish); rerun its launch.py command'),
+    (['--workdir=RUN', '--out=NOPARENT'], 'its parent folder'),
 ])
 def test_bad_arguments_are_one_sentence_and_nothing_is_written(workdir, tmp_path, args, message):
   (tmp_path / 'full').mkdir()
   (tmp_path / 'full' / 'keep.txt').write_text('mine')
-  bare = tmp_path / 'bare'
-  shutil.copytree(workdir, bare)
-  os.remove(bare / 'entropy_model.npz')
   paths = {'RUN': workdir, 'OUT': str(tmp_path / 'out'), 'FULL': str(tmp_path / 'full'),
-           'NOWHERE': str(tmp_path / 'nowhere'), 'BARE': str(bare)}
+           'NOWHERE': str(tmp_path / 'nowhere'), 'NOPARENT': str(tmp_path / 'no' / 'out')}
   r = export(*[a.split('=')[0] + '=' + paths.get(a.split('=')[1], a.split('=')[1]) for a in args])
   assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
   line = r.stderr.strip().splitlines()[-1]
   assert line.startswith('flax-cae: error: ') and message in line, line
-  assert not (tmp_path / 'out').exists()
+  assert not (tmp_path / 'out').exists() and not (tmp_path / 'no').exists()
   assert os.listdir(tmp_path / 'full') == ['keep.txt']
   assert not [p for p in os.listdir(tmp_path) if p.startswith('.export-')]
+
+
+def test_a_run_without_an_entropy_model_gets_one_fitted_at_export(workdir, faces, tmp_path):
+  """As a study member's workdir, or a run stopped before its end, has none."""
+  bare = tmp_path / 'bare'
+  shutil.copytree(workdir, bare)
+  os.remove(bare / 'entropy_model.npz')
+  r = export(f'--workdir={bare}', f'--out={tmp_path / "m"}', '--images=0')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'The run had no entropy model: fitted at export, on the codes of the first' in r.stdout
+  assert not (bare / 'entropy_model.npz').exists()  # the workdir is only read
+  info = json.loads((tmp_path / 'm' / 'model.json').read_text())
+  assert info['entropy_model']['fitted'].startswith('at export')
+  model, original = flax_cae.load(str(tmp_path / 'm')), flax_cae.load(workdir)
+  # The fit of the run's own end, on the same images (codes equal to rounding: other batches).
+  for step in original.entropy_model.steps:
+    a, b = model.entropy_model.table(step), original.entropy_model.table(step)
+    np.testing.assert_allclose(a.step, b.step, rtol=1e-5)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-3)
+  streams = model.compress(faces)
+  assert [s[20:] for s in streams] == [s[20:] for s in original.compress(faces)] or (
+      np.abs(model.decompress(streams) - original.decompress(original.compress(faces))).max()
+      < 0.05)
+  assert (os.stat(tmp_path / 'm').st_mode & 0o777) == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def test_a_damaged_export_is_one_sentence(workdir, tmp_path):
+  assert export(f'--workdir={workdir}', f'--out={tmp_path / "m"}', '--images=0').returncode == 0
+  weights = tmp_path / 'm' / 'variables.npz'
+  weights.write_bytes(weights.read_bytes()[:4000])
+  with pytest.raises(ValueError, match='is not a readable exported model .* export it again'):
+    flax_cae.load(str(tmp_path / 'm'))

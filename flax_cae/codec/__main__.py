@@ -7,16 +7,18 @@
 `--model` is what `flax_cae.load` takes: a shipped model's name, an exported folder or a
 launch.py workdir. compress writes DIR/<name>.fcae per image and prints its bytes, bits per
 pixel, and PSNR and SSIM of its decoded image against the original; decompress writes
-DIR/<name>.png. compare codes each image with the model, and with JPEG and WebP at the
+DIR/<name>.png; compare codes each image with the model, and with JPEG and WebP at the
 highest quality whose file is no larger, and writes DIR/<name>_compare.png: the original and
-the three decoded pictures side by side, bytes and PSNR under each. Images are converted to the model's channels (RGB, or grey for a grey model;
-alpha dropped). A file that is not an image, cannot be read, or holds a stream of another
-model is one sentence and exit status 2; every input is read and coded before anything is
-written, and files are written whole or not at all.
+the three decoded pictures side by side, bytes and PSNR under each. Images are converted to
+the model's channels (RGB, or grey for a grey model; alpha dropped). A file that is not an
+image, cannot be read, or holds a stream of another model is one sentence and exit status
+2; every input is read and coded before anything is written, and files are written whole or
+not at all.
 
 (This command sits in the codec folder for its name; it uses the public API, flax_cae/api.py.)
 """
 
+import math
 import os
 
 import numpy as np
@@ -31,11 +33,20 @@ def _read_image(path: str, channels: int) -> np.ndarray:
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as im:
+      if im.mode.startswith('I'):  # 16 or 32-bit integers: scaled to 8 bits, not clipped
+        wide = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.round(wide * 255.0 / (65535.0 if wide.max() > 255 else 255.0))
+                             .clip(0, 255).astype(np.uint8))
+      elif im.mode == 'F':
+        raise ConfigError(f'{path} holds floating-point pixels, whose range PIL does not say; '
+                          'save it with 8 or 16-bit integers.')
       im = im.convert('L' if channels == 1 else 'RGB')
       return np.asarray(im, np.uint8).reshape(im.height, im.width, channels)
   except UnidentifiedImageError:
     raise ConfigError(f'{path} is not an image (PIL cannot identify it); give PNG, JPEG or '
                       'another format PIL reads.') from None
+  except Image.DecompressionBombError as e:
+    raise ConfigError(f'{path} is too large to read safely ({e}).') from None
   except OSError as e:
     raise ConfigError(f'{path} cannot be read ({e.strerror or e}).') from None
 
@@ -49,33 +60,39 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _targets(paths: list[str], out: str, suffix: str) -> list[str]:
-  """One output per input, DIR/<stem><suffix>; two inputs of one stem are refused."""
+  """One output per input, DIR/<stem><suffix>; two inputs of one stem, and a file that is
+  already there (never overwritten: it may be an original), are refused."""
   targets = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + suffix) for p in paths]
   seen = {}
   for p, t in zip(paths, targets):
     if t in seen:
       raise ConfigError(f'{seen[t]} and {p} would both be written to {t}; rename one, or '
-                        'compress them into different --out folders.')
+                        'use different --out folders.')
+    if os.path.exists(t):
+      raise ConfigError(f'{t} exists already (it is never overwritten); choose another --out '
+                        'folder, or remove it.')
     seen[t] = p
   return targets
 
 
 def _write_all(files: dict[str, bytes]):
   """Writes every file whole (a temporary name, renamed) or, on a failure, none of them."""
-  done = []
+  done, failed = [], None
   try:
     for path, data in files.items():
+      failed = path
       os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-      tmp = path + '.partial'
-      with open(tmp, 'wb') as f:
+      with open(path + '.partial', 'wb') as f:
         f.write(data)
-      os.replace(tmp, path)
+      os.replace(path + '.partial', path)
       done.append(path)
   except OSError as e:
-    for path in done + [p + '.partial' for p in files]:
-      if os.path.exists(path):
-        os.remove(path)
-    raise ConfigError(f'{path} cannot be written ({e.strerror or e}); nothing was written. '
+    for written in done + [p + '.partial' for p in files]:
+      try:
+        os.remove(written)
+      except OSError:
+        pass
+    raise ConfigError(f'{failed} cannot be written ({e.strerror or e}); nothing was written. '
                       'Choose an --out folder you can write to.') from None
 
 
@@ -97,11 +114,13 @@ def compress(model, paths: list[str], out: str, step) -> list[dict]:
   rows, files = [], {}
   for path, target, image, stream in zip(paths, targets, images, streams):
     back = model.decompress(stream)
-    m = metrics.image_metrics(jnp.asarray(back[None]), jnp.asarray(image[None], jnp.float32) / 255)
     h, w = image.shape[:2]
+    ssim = math.nan  # (SSIM's 11x11 window needs an image at least that large)
+    if min(h, w) >= metrics.SSIM_WINDOW:
+      ssim = float(metrics.image_metrics(jnp.asarray(back[None]),
+                                         jnp.asarray(image[None], jnp.float32) / 255)['ssim'][0])
     rows.append({'image': path, 'file': target, 'size': f'{w}x{h}', 'bytes': len(stream),
-                 'bpp': 8 * len(stream) / (h * w), 'psnr': float(m['psnr'][0]),
-                 'ssim': float(m['ssim'][0])})
+                 'bpp': 8 * len(stream) / (h * w), 'psnr': _psnr(back, image), 'ssim': ssim})
     files[target] = stream
   _write_all(files)
   return rows
@@ -158,8 +177,9 @@ def _figure(panels, image) -> bytes:
     ax.set_axis_off()
     ax.set_title(name, fontsize=10)
     if n is not None:
-      ax.text(0.5, -0.03, f'{n:,} bytes ({8 * n / (h * w):.3f} bpp)\nPSNR {_psnr(pic, image):.2f} dB',
-              transform=ax.transAxes, ha='center', va='top', fontsize=9)
+      ax.text(0.5, -0.03, f'{n:,} bytes ({8 * n / (h * w):.3f} bpp)\n'
+              f'PSNR {_psnr(pic, image):.2f} dB', transform=ax.transAxes, ha='center',
+              va='top', fontsize=9)
   fig.tight_layout()
   buf = io.BytesIO()
   fig.savefig(buf, format='png', dpi=100)
@@ -175,15 +195,16 @@ def run(action: str, model_name: str, paths: list[str], out: str, step=None) -> 
                       '--model=NAME a.png --out=DIR, decompress --model=NAME a.fcae --out=DIR, '
                       'or compare --model=NAME a.png --out=DIR.')
   if not model_name:
-    raise ConfigError(f'--model is required: a shipped model ({", ".join(api.shipped_models()) or "none installed"}), '
-                      'an exported folder or a launch.py workdir.')
+    shipped = ', '.join(api.shipped_models()) or 'none installed'
+    raise ConfigError(f'--model is required: a shipped model ({shipped}), an exported folder '
+                      'or a launch.py workdir.')
   if not paths:
     raise ConfigError(f'{action} needs at least one file, e.g. python -m flax_cae.codec {action} '
                       f'--model={model_name} {"a.fcae" if action == "decompress" else "a.png"} '
                       '--out=DIR.')
   if not out:
-    raise ConfigError(f'--out is required: the folder the {"streams" if action == "compress" else "images"} '
-                      'go to.')
+    what = 'streams' if action == 'compress' else 'images'
+    raise ConfigError(f'--out is required: the folder the {what} go to.')
   if os.path.exists(out) and not os.path.isdir(out):
     raise ConfigError(f'--out={out} is a file; give a folder.')
   try:
@@ -210,10 +231,12 @@ def main(argv):
   except UserError as e:
     cli.fail(str(e))
   if argv[1] == 'compress':
-    print('| image | size | bytes | bpp | PSNR (dB) | SSIM | written |\n|---|---|---|---|---|---|---|')
+    print('| image | size | bytes | bpp | PSNR (dB) | SSIM | written |\n'
+          '|---|---|---|---|---|---|---|')
     for r in rows:
+      ssim = '–' if math.isnan(r['ssim']) else f"{r['ssim']:.4f}"
       print(f"| {r['image']} | {r['size']} | {r['bytes']:,} | {r['bpp']:.3f} | {r['psnr']:.2f} | "
-            f"{r['ssim']:.4f} | {r['file']} |")
+            f"{ssim} | {r['file']} |")
   elif argv[1] == 'compare':
     print('| image | size | codec | bytes | bpp | PSNR (dB) |\n|---|---|---|---|---|---|')
     for r in rows:

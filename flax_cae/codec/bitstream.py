@@ -24,6 +24,7 @@ import numpy as np
 from flax_cae.runtime.errors import ConfigError
 
 MARGIN = 2  # symbols beyond the training range on each side, coded at the smallest mass
+CODER_CHUNK = 1 << 16  # symbols per call of the coder: its probability rows stay small
 
 
 @dataclasses.dataclass
@@ -76,21 +77,19 @@ class CodeModel:
   def dequantize(self, symbols: np.ndarray) -> np.ndarray:
     return (np.asarray(symbols, np.float64) * self.step).astype(np.float32)
 
-  def _tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(channel of each of n symbols of one image in C-last order, their probability rows)."""
-    ch = np.arange(n) % self.channels
-    return ch, self.probs[ch]
-
   def encode(self, symbols: np.ndarray) -> bytes:
     """One image's symbols [..., C] -> its bitstream."""
     flat = np.asarray(symbols, np.int64).reshape(-1)
-    ch, rows = self._tables(flat.size)
+    ch = np.arange(flat.size) % self.channels
     rel = flat - self.low[ch]
     if np.any(rel < 0) or np.any(rel >= self.size[ch]):
       raise ValueError('symbols outside the model\'s range: quantize() them first.')
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(rel.astype(np.int32), constriction.stream.model.Categorical(perfect=False),
-                   rows)
+    for start in range(0, flat.size, CODER_CHUNK):  # (the same bytes as one call, less memory)
+      part = slice(start, start + CODER_CHUNK)
+      encoder.encode(rel[part].astype(np.int32),
+                     constriction.stream.model.Categorical(perfect=False),
+                     self.probs[ch[part]])
     data = encoder.get_compressed().astype('>u4').tobytes()
     # The last word's low bytes are often zero padding: drop up to 3 (decode puts them back).
     return data[:len(data) - min(3, len(data) - len(data.rstrip(b'\0')))]
@@ -98,10 +97,12 @@ class CodeModel:
   def decode(self, data: bytes, shape) -> np.ndarray:
     """A bitstream -> the int32 symbols [shape] it holds."""
     n = int(np.prod(shape))
-    ch, rows = self._tables(n)
+    ch = np.arange(n) % self.channels
     words = np.frombuffer(data + b'\0' * (-len(data) % 4), '>u4').astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    rel = decoder.decode(constriction.stream.model.Categorical(perfect=False), rows)
+    rel = np.concatenate([np.asarray(decoder.decode(
+        constriction.stream.model.Categorical(perfect=False), self.probs[ch[i:i + CODER_CHUNK]]))
+        for i in range(0, n, CODER_CHUNK)] or [np.zeros(0, np.int64)])
     return (np.asarray(rel, np.int64) + self.low[ch]).astype(np.int32).reshape(shape)
 
   def bits(self, symbols: np.ndarray) -> float:

@@ -10,6 +10,7 @@ of a model that compresses (training/loop.py) and saved as ENTROPY_FILE in the w
 
 import dataclasses
 import os
+import zipfile
 
 import jax
 import numpy as np
@@ -86,7 +87,7 @@ class EntropyModel:
                                                    ('step', 'low', 'probs', 'size')))
                   for i, s in enumerate(z['steps'])}
         return cls(tables, bool(z['learned']))
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
       raise ConfigError(f'{path} is not a readable entropy model ({e}); train the run again, '
                         'or rerun its launch.py command to fit it anew.') from None
 
@@ -129,8 +130,8 @@ def measure(model: EntropyModel, encode, decode, images_u8: np.ndarray, chunk: i
             ) -> list[dict]:
   """Bits per pixel, PSNR and SSIM of images [N, H, W, C] coded alone at every step, each
   reconstruction decoded from its bytes. `bpp`: the .fcae file (container.py's header
-  included), as `Model.compress` writes it; `bpp_payload`: the range coder's bytes alone. encode(uint8 [B, ...]) ->
-  codes; decode(codes) -> float images."""
+  included), as `Model.compress` writes it; `bpp_payload`: the range coder's bytes alone.
+  encode(uint8 [B, ...]) -> codes; decode(codes) -> float images."""
   codes = np.concatenate([np.asarray(encode(images_u8[i:i + chunk]), np.float32)
                           for i in range(0, len(images_u8), chunk)])
   pixels = images_u8.shape[1] * images_u8.shape[2]

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 from flax import traverse_util
@@ -21,14 +22,18 @@ from ml_collections import ConfigDict
 
 from flax_cae import models
 from flax_cae.codec import entropy
+from flax_cae.data import pipeline
+from flax_cae.data import sources
 from flax_cae.evaluation import trained as trained_lib
-from flax_cae.runtime.errors import ConfigError
+from flax_cae.models import balle2017 as balle
+from flax_cae.runtime.errors import ConfigError, StorageError, write_failure
 
 FORMAT = 1
 MODEL_FILE = 'model.json'
 VARIABLES_FILE = 'variables.npz'
 IMAGES_FILE = 'test_images.npz'
 DTYPES = ('float32', 'float16')
+CHUNK = 500
 
 
 def is_export(folder: str) -> bool:
@@ -41,13 +46,9 @@ def write(trained: trained_lib.Trained, entropy_model, out: str, record: dict,
   folder beside it is renamed at the end, so a failed export leaves nothing half-written."""
   if dtype not in DTYPES:
     raise ConfigError(f'--dtype={dtype} is not one of {", ".join(DTYPES)}.')
-  out = os.path.abspath(os.path.expanduser(out))
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ConfigError(f'--out={out} already exists and is not an empty folder; give a new one.')
-  parent = os.path.dirname(out)
+  out = check_out(out)
   try:
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+    tmp = tempfile.mkdtemp(prefix='.export-', dir=os.path.dirname(out))
   except OSError as e:
     raise ConfigError(f'--out={out} cannot be written ({e.strerror or e}); choose a folder you '
                       'can write to.') from None
@@ -64,12 +65,29 @@ def write(trained: trained_lib.Trained, entropy_model, out: str, record: dict,
       json.dump({'format': FORMAT, 'dtype': dtype, **record,
                  'config': json.loads(trained.config.to_json_best_effort()),
                  'results': trained.results}, f, indent=2)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # (mkdtemp makes it the owner's alone)
     if os.path.isdir(out):
       os.rmdir(out)
     os.replace(tmp, out)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError):
+      raise StorageError(f'--out={out} could not be written ({write_failure(e) or e}); nothing '
+                         'was left there.') from None
     raise
+
+
+def check_out(out: str) -> str:
+  """The absolute path of a new (or empty) folder whose parent exists, or one sentence."""
+  out = os.path.abspath(os.path.expanduser(out))
+  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    raise ConfigError(f'--out={out} already exists and is not an empty folder; give a new one.')
+  if not os.path.isdir(os.path.dirname(out)):
+    raise ConfigError(f'--out={out}: its parent folder {os.path.dirname(out)} does not exist; '
+                      'create it first.')
+  return out
 
 
 def read(folder: str) -> tuple[trained_lib.Trained, dict]:
@@ -81,7 +99,7 @@ def read(folder: str) -> tuple[trained_lib.Trained, dict]:
       info = json.load(f)
     with np.load(os.path.join(folder, VARIABLES_FILE)) as z:
       flat = {k: np.asarray(z[k], np.float32) for k in z.files}
-  except (OSError, ValueError, KeyError) as e:
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
     raise ConfigError(f'{folder} is not a readable exported model ({e}); export it again with '
                       'python -m flax_cae.export.') from None
   if info.get('format') != FORMAT:
@@ -98,3 +116,20 @@ def entropy_model_of(folder: str):
   """The entropy model saved in a workdir or an exported folder, or None."""
   path = os.path.join(folder, entropy.ENTROPY_FILE)
   return entropy.EntropyModel.load(path) if os.path.isfile(path) else None
+
+
+def fit_entropy_model(trained: trained_lib.Trained, data_dir: str = ''):
+  """The entropy model of a run that has none (a study member, or a run stopped before its
+  end): fitted as a run's end fits it (training/entropy_fit.py), on the codes of the first
+  entropy.FIT_IMAGES images of its training split. Returns (model, images used)."""
+  data = trained_lib.eval_data(trained, data_dir)
+  source = sources.get_source(data.name, 'train', **pipeline.source_kwargs(data))
+  n = min(entropy.FIT_IMAGES, len(source))
+  codes = np.concatenate([
+      np.asarray(trained.encode(trained.variables, sources.load_arrays(
+          source, np.arange(i, min(i + CHUNK, n)))['image'])['latent'], np.float32)
+      for i in range(0, n, CHUNK)])
+  if trained.task == 'rate_distortion':
+    return entropy.from_density(codes, lambda low, size: balle.discretized_density(
+        trained.model, trained.variables, low, size)), n
+  return entropy.fit(codes), n

@@ -3,7 +3,8 @@
 - A fully convolutional model (its parameters do not depend on the image size and its code
   is a map on the image's grid: `res_cae` with a spatial code, Balle et al. 2017) takes the
   image whole, padded by reflection to a multiple of its stride (pixels per code cell) and
-  cropped back after.
+  cropped back after; an image over MAX_SIDE pixels a side is cut into near-equal tiles of
+  at most MAX_SIDE, so memory stays bounded whatever the photograph.
 - A model of one size (a dense code, the FC AE) takes the image as tiles of its training
   size, the image padded by reflection to whole tiles; the tiles' outputs are put back in
   place and cropped.
@@ -16,6 +17,8 @@ import dataclasses
 import math
 
 import numpy as np
+
+MAX_SIDE = 1024  # the largest tile side a fully convolutional model runs at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +59,10 @@ def plan(size: tuple[int, int], trained_size: tuple[int, int], stride: int | Non
   h, w = size
   if tuple(size) == tuple(trained_size):
     return Layout(size, size, (1, 1))
-  if stride:
-    return Layout(size, (_up(h, stride), _up(w, stride)), (1, 1))
+  if stride:  # whole, or in near-equal tiles of at most MAX_SIDE a side, each a stride multiple
+    gy, gx = math.ceil(_up(h, stride) / MAX_SIDE), math.ceil(_up(w, stride) / MAX_SIDE)
+    th, tw = _up(math.ceil(h / gy), stride), _up(math.ceil(w / gx), stride)
+    return Layout(size, (gy * th, gx * tw), (gy, gx))
   th, tw = trained_size
   return Layout(size, (_up(h, th), _up(w, tw)), (math.ceil(h / th), math.ceil(w / tw)))
 

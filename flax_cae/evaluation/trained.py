@@ -115,7 +115,7 @@ def load_trained(workdir: str, flag: str = '--workdir', unfinished: bool = False
   elif in_progress:
     logging.warning('%s was stopped before its end: using its best checkpoint so far (step %d).',
                     workdir, step)
-  finished = results is not None
+  finished = results is not None and running is None
   results = dict(results or {}, best_step=step)
   results.setdefault('image_shape', list(image_shape))
   num_classes = (results.get('model_options') or {}).get('num_classes') or 10

@@ -33,8 +33,9 @@ def cpu() -> str:
 
 
 def commit() -> str:
-  """The source tree's short commit, '-dirty' where files differ from it ('unknown' outside
-  a git checkout, or without git)."""
+  """The source tree's `git describe`: its short commit (or the nearest tag and the commits
+  since), '-dirty' where files differ from it; 'unknown' outside a git checkout or without
+  git."""
   try:
     return subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=7'], cwd=ROOT,
                           capture_output=True, text=True, timeout=30).stdout.strip() or 'unknown'

@@ -28,8 +28,20 @@ def _variables(run, state, m: int) -> dict:
 
 
 def fit(run, state, m: int, workdir: str, split) -> dict:
-  """Fits, saves and measures member m's entropy model; returns results.json's entries."""
+  """Fits, saves and measures member m's entropy model; returns results.json's entries. A
+  failure here costs the codec only: it is logged, and the run's results are written."""
+  try:
+    return _fit(run, state, m, workdir, split)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('The entropy model could not be fitted (%s: %s); the results are written '
+                    'without a codec. python -m flax_cae.export --workdir=%s fits one later.',
+                    type(e).__name__, e, workdir)
+    return {'codec': None}
+
+
+def _fit(run, state, m: int, workdir: str, split) -> dict:
   model, train = run.model, run.splits['train']
+  chunk = run.config.eval_batch_size  # (what evaluation already ran at once)
   variables = _variables(run, state, m)
   encode = jax.jit(lambda x: model.apply(variables, to_float(x), method='encode')['latent']
                    .astype(np.float32))
@@ -37,8 +49,8 @@ def fit(run, state, m: int, workdir: str, split) -> dict:
   image_bytes = int(np.prod(train.image_shape))
   n_fit = min(entropy.FIT_IMAGES, train.n, max(1, HOST_BYTES // image_bytes))
   fit_images = run.trainer.sample_images(train, n_fit)
-  codes = np.concatenate([np.asarray(encode(fit_images[i:i + 500]))
-                          for i in range(0, n_fit, 500)])
+  codes = np.concatenate([np.asarray(encode(fit_images[i:i + chunk]))
+                          for i in range(0, n_fit, chunk)])
   if tasks.task_name(run.config) == 'rate_distortion':
     codec = entropy.from_density(codes, lambda low, size: balle.discretized_density(
         model, variables, low, size))
@@ -47,7 +59,8 @@ def fit(run, state, m: int, workdir: str, split) -> dict:
   if writers.is_writer():
     codec.save(os.path.join(workdir, entropy.ENTROPY_FILE))
   n_eval = min(split.n, max(1, HOST_BYTES // image_bytes))
-  points = entropy.measure(codec, encode, decode, run.trainer.sample_images(split, n_eval))
+  points = entropy.measure(codec, encode, decode, run.trainer.sample_images(split, n_eval),
+                           chunk)
   default = next(p for p in points if p['step'] == codec.default_step)
   logging.info('Codec (%s, each image coded alone): %s.', entropy.ENTROPY_FILE, ', '.join(
       f"step {p['step']:g}: {p['bpp']:.3f} bpp ({p['bpp_payload']:.3f} without the "

@@ -269,7 +269,7 @@ def finish(run: Run) -> list[dict]:
   has_val, has_test = run.splits['validation'].n > 0, run.splits['test'].n > 0
   shown = run.splits['test' if has_test else 'validation']
   evaluated = {}  # kept step -> (test, validation, reconstructions) of every member there
-  state_of = {}  # kept step -> its train state
+  last = {}  # {kept step: its train state}, the latest one restored only (memory)
   pictures = run.trainer.task.reconstructs
   sample = run.trainer.sample_images(shown, config.num_sample_images) if pictures else None
   results = []
@@ -302,7 +302,8 @@ def finish(run: Run) -> list[dict]:
         state = run.state
         if kept != run.step:
           state, _ = run.ckpts.restore(kept, run.state)
-        state_of[kept] = state
+        last.clear()
+        last[kept] = state
         evaluated[kept] = tuple(
             run.trainer.evaluate(state, run.splits[name]) if ok else [None] * len(run.members)
             for name, ok in (('test', has_test), ('validation', has_val))
@@ -316,7 +317,10 @@ def finish(run: Run) -> list[dict]:
           result.update({f'{name}_{k}': v for k, v in values.items() if k != 'count'})
       reported = test if has_test else val
       if entropy.compresses(result['task'], run.bneck):
-        result.update(entropy_fit.fit(run, state_of[kept], m, member.workdir, shown))
+        if kept not in last:  # (a member kept the step of an earlier one)
+          last.clear()
+          last[kept] = run.state if kept == run.step else run.ckpts.restore(kept, run.state)[0]
+        result.update(entropy_fit.fit(run, last[kept], m, member.workdir, shown))
       if has_test:
         member.writer.write(kept, 'test', test)
       logging.info('%s%s: %s (%s, step %s).',

@@ -12,11 +12,14 @@ from flax_cae.evaluation import layout
     ((33, 70), 4, (36, 72), (1, 1)),
     ((33, 70), None, (64, 96), (2, 3)),
     ((5, 7), None, (32, 32), (1, 1)),
+    ((3000, 1030), 8, (3000, 1040), (3, 2)),  # large: near-equal tiles of at most 1024
 ])
 def test_plan_pads_to_the_stride_or_to_whole_tiles(size, stride, padded, grid):
   lay = layout.plan(size, (32, 32), stride)
   assert lay.padded == padded and lay.grid == grid
-  assert lay.tile == ((32, 32) if stride is None else padded)
+  assert lay.tile == ((32, 32) if stride is None else (padded[0] // grid[0],
+                                                        padded[1] // grid[1]))
+  assert max(lay.tile) <= layout.MAX_SIDE and (stride is None or lay.tile[0] % stride == 0)
 
 
 @pytest.mark.parametrize('size,stride', [((33, 70), None), ((33, 70), 8), ((5, 7), None)])
