@@ -40,8 +40,10 @@ class Model:
   `encode`, `decode`, `reconstruct`, `compress`, `decompress` (autoencoders) or `predict`
   (classifiers)."""
 
-  def __init__(self, trained: trained_lib.Trained, entropy_model=None, source: str = ''):
+  def __init__(self, trained: trained_lib.Trained, entropy_model=None, source: str = '',
+               info: dict | None = None):
     self._trained = trained
+    self.info = info  # an exported or shipped model's model.json (provenance); None for a workdir
     self._source = source or trained.workdir
     self.config = trained.config
     self.results = trained.results
@@ -382,15 +384,13 @@ def load(name_or_path: str) -> Model:
   `python -m flax_cae.export` wrote, or the name of a shipped model (`shipped_models()`)."""
   path = os.path.abspath(os.path.expanduser(str(name_or_path)))
   if os.path.isdir(path):
-    if exported.is_export(path):
-      trained, _ = exported.read(path)
-    else:
-      trained = trained_lib.load_trained(path)
-    return Model(trained, exported.entropy_model_of(path), str(name_or_path))
+    trained, info = exported.read(path) if exported.is_export(path) else (
+        trained_lib.load_trained(path), None)
+    return Model(trained, exported.entropy_model_of(path), str(name_or_path), info)
   shipped = shipped_models()
   if name_or_path in shipped:
     folder = os.path.join(ZOO, name_or_path)
-    trained, _ = exported.read(folder)
-    return Model(trained, exported.entropy_model_of(folder), name_or_path)
+    trained, info = exported.read(folder)
+    return Model(trained, exported.entropy_model_of(folder), name_or_path, info)
   raise ValueError(f'{name_or_path!r} is neither a folder (a launch.py workdir or an exported '
                    f'model) nor a shipped model ({", ".join(shipped) or "none installed"}).')

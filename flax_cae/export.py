@@ -1,7 +1,8 @@
 """The command that turns a training workdir into a self-contained model folder that
 `flax_cae.load` reads without the workdir (flax_cae/evaluation/exported.py).
 
-  python -m flax_cae.export --workdir=W --out=DIR [--dtype=float32|float16|auto] [--images=64]
+  python -m flax_cae.export --workdir=W --out=DIR [--dtype=float32|float16|auto] \
+      [--images=64] [--note=TEXT]
 
 It takes the kept checkpoint (the best by validation, as results.json reports; of a run
 still training or resumed and not finished, its best so far, and says so), the evaluated

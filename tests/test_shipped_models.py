@@ -37,7 +37,7 @@ def _bundled(name):
 def test_a_shipped_model_scores_what_it_recorded(name):
   info = _info(name)
   model = flax_cae.load(name)
-  assert repr(model) == f'flax_cae.load({name!r})'
+  assert repr(model) == f'flax_cae.load({name!r})' and model.info == info
   images = _bundled(name)
   recorded = info['test_images']['scores']
   assert len(images) == recorded['count'] > 0

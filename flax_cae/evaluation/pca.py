@@ -7,11 +7,9 @@ over chunks of images, then `jnp.linalg.eigh`. A study places PCA with as many f
 each model's true bottleneck beside it.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flax_cae.measures import metrics as metrics_lib
 from flax_cae.data import pipeline

@@ -43,9 +43,16 @@ def _fit(run, state, m: int, workdir: str, split) -> dict:
   model, train = run.model, run.splits['train']
   chunk = run.config.eval_batch_size  # (what evaluation already ran at once)
   variables = _variables(run, state, m)
-  encode = jax.jit(lambda x: model.apply(variables, to_float(x), method='encode')['latent']
-                   .astype(np.float32))
-  decode = jax.jit(lambda y: model.apply(variables, {'latent': y}, method='decode'))
+  # (the variables are arguments, not constants baked into the compiled programs)
+  encode_fn = jax.jit(lambda v, x: model.apply(v, to_float(x), method='encode')['latent']
+                      .astype(np.float32))
+  decode_fn = jax.jit(lambda v, y: model.apply(v, {'latent': y}, method='decode'))
+
+  def encode(x):
+    return encode_fn(variables, x)
+
+  def decode(y):
+    return decode_fn(variables, y)
   image_bytes = int(np.prod(train.image_shape))
   n_fit = min(entropy.FIT_IMAGES, train.n, max(1, HOST_BYTES // image_bytes))
   fit_images = run.trainer.sample_images(train, n_fit)
