@@ -63,6 +63,10 @@ def test_vmapped_members_match_one_by_one(tmp_path, data_dir):
     for key in ('test_psnr', 'test_ssim', 'validation_loss'):
       assert t[key] == pytest.approx(a[key], rel=1e-3), key  # SSIM near 0.15: ~1.5e-4 seen
     assert os.path.isfile(tmp_path / 'together' / f'm{i}' / 'results.json')
+    # Each member's own codec, fitted from its slice of the stacked parameters.
+    assert os.path.isfile(tmp_path / 'together' / f'm{i}' / 'entropy_model.npz')
+    assert t['codec_psnr'] == pytest.approx(a['codec_psnr'], abs=0.05)
+    assert t['codec_bpp'] == pytest.approx(a['codec_bpp'], rel=0.05)
   # The members really differ: different seeds and rates give different models.
   assert not np.allclose(together[0]['test_psnr'], together[1]['test_psnr'], atol=1e-6)
 
