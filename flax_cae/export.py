@@ -7,8 +7,8 @@
 It takes the kept checkpoint (the best by validation, as results.json reports; of a run
 still training or resumed and not finished, its best so far, and says so), the evaluated
 parameters (the moving average where the run kept one), the entropy model and the results;
-no optimizer state (a run without an entropy model, a study member or a run stopped before
-its end, gets one fitted as a run's end fits it). On the run's reported split it measures the reconstruction PSNR and SSIM
+no optimizer state (a run without an entropy model, one stopped before its end or finished
+by an older flax-cae, gets one fitted as a run's end fits it). On the run's reported split it measures the reconstruction PSNR and SSIM
 (and the codec's bits per pixel) with the weights as stored; `--dtype=auto` stores float16
 where that moves the split's PSNR by at most AUTO_DB, else float32. The first `--images`
 images of the split are bundled with what the model scores on them, so a copy can be checked.

@@ -112,7 +112,7 @@ def test_bad_arguments_are_one_sentence_and_nothing_is_written(workdir, tmp_path
 
 
 def test_a_run_without_an_entropy_model_gets_one_fitted_at_export(workdir, faces, tmp_path):
-  """As a study member's workdir, or a run stopped before its end, has none."""
+  """As a run stopped before its end, or finished by an older flax-cae, has none."""
   bare = tmp_path / 'bare'
   shutil.copytree(workdir, bare)
   os.remove(bare / 'entropy_model.npz')

@@ -119,8 +119,8 @@ def entropy_model_of(folder: str):
 
 
 def fit_entropy_model(trained: trained_lib.Trained, data_dir: str = ''):
-  """The entropy model of a run that has none (a study member, or a run stopped before its
-  end): fitted as a run's end fits it (training/entropy_fit.py), on the codes of the first
+  """The entropy model of a run that has none (one stopped before its end, or finished by
+  an older flax-cae): fitted as a run's end fits it (training/entropy_fit.py), on the codes of the first
   entropy.FIT_IMAGES images of its training split. Returns (model, images used)."""
   data = trained_lib.eval_data(trained, data_dir)
   source = sources.get_source(data.name, 'train', **pipeline.source_kwargs(data))
