@@ -40,6 +40,19 @@ OUT=${OUT:-benchmarks/results/device-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 R=$(mktemp -d)
+finish() {  # summary.md and results.tgz from what the stages left in $R
+  [ -z "$STAGE" ] || echo "=== $STAGE: stopped before it ended (a time limit?)" >> "$R/status.txt"
+  { cat "$R/status.txt"; for f in "$R"/*.md; do [ -e "$f" ] && { echo; cat "$f"; }; done
+    sed -n '/^| data |/,$p' "$R/steps.log" 2>/dev/null; } > "$OUT/summary.md"
+  tar czf "$OUT/results.tgz" -C "$R" .
+}
+# A run stopped by a time limit (timeout, the lent machine's call limit) still leaves the
+# tables its stages wrote so far (throughput.py rewrites its files after every row).
+# SIGPIPE ignored: run.log's tee dies with the run, and writing to it must not end finish.
+STAGE=setup  # a limit that lands before the first stage says so too
+trap '' PIPE
+trap finish EXIT
+trap 'exit 143' TERM INT
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(env smoke steps float32)
@@ -53,6 +66,7 @@ if ! imports; then
   tail -3 "$R/import.err"
   echo "flax-cae does not import here; on a machine without a registry, run" \
        "benchmarks/device_wheels.sh where pip works and carry .whl." >&2
+  STAGE=
   exit 2
 fi
 
@@ -92,19 +106,7 @@ else
 fi
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
-finish() {  # summary.md and results.tgz from what the stages left in $R
-  [ -z "$STAGE" ] || echo "=== $STAGE: stopped before it ended (a time limit?)" >> "$R/status.txt"
-  { cat "$R/status.txt"; for f in "$R"/*.md; do [ -e "$f" ] && { echo; cat "$f"; }; done
-    sed -n '/^| data |/,$p' "$R/steps.log" 2>/dev/null; } > "$OUT/summary.md"
-  tar czf "$OUT/results.tgz" -C "$R" .
-}
-# A run stopped by a time limit (timeout, the lent machine's call limit) still leaves the
-# tables its stages wrote so far (throughput.py rewrites its files after every row).
-# SIGPIPE ignored: run.log's tee dies with the run, and writing to it must not end finish.
-STAGE=
-trap '' PIPE
-trap finish EXIT
-trap 'exit 143' TERM INT
+STAGE=  # (the stages start)
 
 stage() {  # name, command...: runs it, logs it, reports its status
   local name=$1; shift
@@ -113,8 +115,12 @@ stage() {  # name, command...: runs it, logs it, reports its status
   STAGE=$name
   "$@" 2>&1 | tee "$R/$name.log"
   local rc=${PIPESTATUS[0]}
+  local line="=== $name: exit $rc after $((SECONDS - t0)) s"
+  # Builtins only from here: a time limit that lands now cannot kill a writer half-way (a
+  # killed `tee` once left status.txt without this line and summary.md empty).
+  echo "$line" >> "$R/status.txt"
   STAGE=
-  echo "=== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$R/status.txt"
+  echo "$line"
 }
 
 for s in "${STAGES[@]}"; do
