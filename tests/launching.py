@@ -60,3 +60,20 @@ def run_processes(flags: list[str], n_processes: int, n_devices: int, log_dir: s
   for code, text in zip(codes, texts):
     assert code == 0, text[-3000:]
   return texts
+
+
+def tiny_run(root, name: str = 'run', **overrides) -> str:
+  """The workdir root/name of a finished 1-epoch run of the tiny default (and `overrides`),
+  its data prepared in root/tfds."""
+  workdir = os.path.join(str(root), name)
+  proc = start(tiny_flags(os.path.join(str(root), 'tfds'), workdir,
+                          **{'num_epochs': 1, **overrides}))
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  return workdir
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root, on one CPU device."""
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env(1),
+                        capture_output=True, text=True, timeout=600)

@@ -9,18 +9,13 @@ import pytest
 
 import flax_cae
 from flax_cae.evaluation import trained as trained_lib
-from launching import ROOT, start, tiny_flags
+from launching import ROOT, tiny_run
 
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   """A finished run of the tiny default (an ImprovedCAE on scikit-image's LFW subset)."""
-  root = tmp_path_factory.mktemp('api')
-  workdir = str(root / 'run')
-  proc = start(tiny_flags(str(root / 'tfds'), workdir, num_epochs=1))
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out[-3000:]
-  return workdir
+  return tiny_run(tmp_path_factory.mktemp('api'))
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,7 @@ import pytest
 from skimage import data as skimage_data
 
 import flax_cae
-from launching import start, tiny_flags
+from launching import tiny_run
 
 RUNS = {
     # The tiny default: an ImprovedCAE with a dense 16-float code, so other sizes are tiled.
@@ -27,14 +27,7 @@ RUNS = {
 @pytest.fixture(scope='module')
 def workdirs(tmp_path_factory):
   root = tmp_path_factory.mktemp('codec')
-  out = {}
-  for name, flags in RUNS.items():
-    workdir = str(root / name)
-    proc = start(tiny_flags(str(root / 'tfds'), workdir, num_epochs=1, **flags))
-    log, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, log[-3000:]
-    out[name] = workdir
-  return out
+  return {name: tiny_run(root, name, **flags) for name, flags in RUNS.items()}
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,6 @@ exit status 2, with nothing written."""
 import pathlib
 import re
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -16,14 +15,13 @@ from skimage import data as skimage_data
 import flax_cae
 from flax_cae import api
 from flax_cae.evaluation import exported
-from launching import ROOT, env
+from launching import run_module
 
 MODEL = 'cifar10_improved'
 
 
 def codec(*args) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'flax_cae.codec', *args], cwd=ROOT, env=env(1),
-                        capture_output=True, text=True, timeout=600)
+  return run_module('flax_cae.codec', *args)
 
 
 @pytest.fixture(scope='module')

@@ -6,28 +6,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import flax_cae
-from launching import ROOT, env, start, tiny_flags
+from launching import run_module, tiny_run
 
 
 def export(*args) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'flax_cae.export', *args], cwd=ROOT, env=env(1),
-                        capture_output=True, text=True, timeout=600)
+  return run_module('flax_cae.export', *args)
 
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('export')
-  workdir = str(root / 'run')
-  proc = start(tiny_flags(str(root / 'tfds'), workdir, num_epochs=1))
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out[-3000:]
-  return workdir
+  return tiny_run(tmp_path_factory.mktemp('export'))
 
 
 @pytest.fixture(scope='module')
@@ -40,7 +33,7 @@ def test_an_export_is_the_workdirs_model_without_the_workdir(workdir, faces, tmp
   out = tmp_path / 'model'
   r = export(f'--workdir={workdir}', f'--out={out}', '--images=3', '--note=how it was made')
   assert r.returncode == 0, r.stderr[-3000:]
-  assert f'Exported step ' in r.stdout and '(float32 weights).' in r.stdout
+  assert 'Exported step ' in r.stdout and '(float32 weights).' in r.stdout
   assert sorted(os.listdir(out)) == ['entropy_model.npz', 'model.json', 'test_images.npz',
                                      'variables.npz']
   moved = tmp_path / 'elsewhere'
