@@ -19,6 +19,7 @@ from flax_cae.codec import bitstream
 from flax_cae.codec import container
 from flax_cae.data.pipeline import to_float
 from flax_cae.measures import metrics
+from flax_cae.models import balle2017 as balle
 from flax_cae.runtime.errors import ConfigError
 
 ENTROPY_FILE = 'entropy_model.npz'
@@ -92,12 +93,13 @@ class EntropyModel:
                         'or rerun its launch.py command to fit it anew.') from None
 
 
-def fit(train_codes: np.ndarray) -> EntropyModel:
-  """Tables at every step of STEPS from training codes [N, ..., C]."""
+def fit(train_codes: np.ndarray, steps=STEPS) -> EntropyModel:
+  """Tables at every step of `steps` (in standard deviations of each channel) from training
+  codes [N, ..., C]."""
   flat = np.asarray(train_codes, np.float64).reshape(-1, train_codes.shape[-1])
   std = flat.std(0)
   std = np.where(std > 0, std, 1.0)  # a dead channel: any step codes it in ~0 bits
-  return EntropyModel({s: bitstream.CodeModel.fit(flat, s * std) for s in STEPS})
+  return EntropyModel({s: bitstream.CodeModel.fit(flat, s * std) for s in steps})
 
 
 def from_density(train_codes: np.ndarray, density) -> EntropyModel:
@@ -108,6 +110,15 @@ def from_density(train_codes: np.ndarray, density) -> EntropyModel:
   size = int((flat.max(0) - low).max()) + 1 + bitstream.MARGIN
   return EntropyModel({1.0: bitstream.CodeModel.from_density(density(low, size), low)},
                       learned=True)
+
+
+def fit_for(codes: np.ndarray, model, variables, learned: bool) -> EntropyModel:
+  """The entropy model of a trained model from its training codes: Balle's learned density
+  where the model learned one (`learned`: a rate-distortion run), else counted tables."""
+  if learned:
+    return from_density(codes, lambda low, size: balle.discretized_density(
+        model, variables, low, size))
+  return fit(codes)
 
 
 def code_images(model: bitstream.CodeModel, codes: np.ndarray) -> tuple[list[bytes], np.ndarray]:
@@ -140,7 +151,7 @@ def measure(model: EntropyModel, encode, decode, images_u8: np.ndarray, chunk: i
     streams, decoded = code_images(model.table(step), codes)
     recon = [np.asarray(decode(decoded[i:i + chunk]), np.float32)
              for i in range(0, len(decoded), chunk)]
-    psnr, ssim = _scores(np.concatenate(recon), images_u8, chunk)
+    psnr, ssim = mean_scores(np.concatenate(recon), images_u8, chunk)
     payload = float(np.mean([len(s) for s in streams]))
     points.append({'step': step, 'bpp': 8 * (payload + container.HEADER_BYTES) / pixels,
                    'bpp_payload': 8 * payload / pixels, 'psnr': psnr, 'ssim': ssim})
@@ -153,8 +164,10 @@ def _psnr_ssim(recon, target_u8):
   return m['psnr'], m['ssim']
 
 
-def _scores(recon: np.ndarray, images_u8: np.ndarray, chunk: int) -> tuple[float, float]:
-  """Mean per-image PSNR and SSIM, as every table of the package reports them."""
+def mean_scores(recon: np.ndarray, images_u8: np.ndarray, chunk: int = 500
+                ) -> tuple[float, float]:
+  """Mean per-image PSNR and SSIM of float reconstructions against uint8 images, as every
+  table of the package reports them."""
   out = [_psnr_ssim(recon[i:i + chunk], images_u8[i:i + chunk])
          for i in range(0, len(recon), chunk)]
   return tuple(float(np.concatenate([np.asarray(o[k]) for o in out]).mean()) for k in (0, 1))

@@ -28,10 +28,7 @@ from absl import logging
 from flax_cae.codec import bitstream
 from flax_cae.codec import classical as codecs
 from flax_cae.codec import entropy
-from flax_cae.measures import metrics as metrics_lib
 from flax_cae.data import pipeline
-from flax_cae.models import balle2017 as balle
-from flax_cae.data.pipeline import to_float
 
 FIT_IMAGES = 10000  # training codes the probability tables are counted on (at most)
 CHUNK = 500
@@ -50,26 +47,11 @@ def _in_chunks(fn, x, size=CHUNK):
   return np.concatenate([np.asarray(fn(x[i:i + size])) for i in range(0, len(x), size)])
 
 
-@jax.jit
-def _metrics(recon, target_u8):
-  m = metrics_lib.image_metrics(recon, to_float(target_u8))
-  return m['psnr'], m['ssim']
-
-
-def _score(recon: np.ndarray, images_u8: np.ndarray) -> tuple[float, float]:
-  psnr, ssim = [], []
-  for i in range(0, len(images_u8), CHUNK):
-    p, s = _metrics(jnp.asarray(recon[i:i + CHUNK], jnp.float32), images_u8[i:i + CHUNK])
-    psnr.append(np.asarray(p))
-    ssim.append(np.asarray(s))
-  return float(np.concatenate(psnr).mean()), float(np.concatenate(ssim).mean())
-
-
 def _coded(model: bitstream.CodeModel, codes: np.ndarray, decode, test_u8) -> tuple:
   """(bpp, PSNR, SSIM) of the test images: each code quantized, coded alone, decoded from
   its bytes and reconstructed."""
   streams, decoded = entropy.code_images(model, codes)
-  psnr, ssim = _score(_in_chunks(decode, decoded), test_u8)
+  psnr, ssim = entropy.mean_scores(_in_chunks(decode, decoded), test_u8)
   return 8 * np.mean([len(s) for s in streams]) / (test_u8.shape[1] * test_u8.shape[2]), psnr, ssim
 
 
@@ -80,11 +62,10 @@ def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='',
   fitted CodeModel (steps and tables) is saved to save_dir/code_model_step<frac>.npz."""
   fit_codes = _in_chunks(encode, train_u8[:FIT_IMAGES])
   test_codes = _in_chunks(encode, test_u8)
-  std = fit_codes.reshape(-1, fit_codes.shape[-1]).std(0)
-  std = np.where(std > 0, std, 1.0)  # a dead channel: any step codes it in ~0 bits
+  fitted = entropy.fit(fit_codes, steps=tuple(fracs))
   points = []
   for frac in fracs:
-    model = bitstream.CodeModel.fit(fit_codes, frac * std)
+    model = fitted.table(frac)
     _save(model, save_dir, f'code_model_step{frac:g}.npz')
     bpp, psnr, ssim = _coded(model, test_codes, decode, test_u8)
     points.append({'method': name, 'setting': f'step {frac:g} std', 'bpp': bpp,
@@ -108,12 +89,8 @@ def codec_points(model_name, trained, train_u8, test_u8, save_dir: str = '') -> 
   def decode(y):
     return trained.decode(trained.variables, {'latent': jnp.asarray(y)})
 
-  fit = np.round(_in_chunks(encode, train_u8[:FIT_IMAGES]))
-  c = fit.shape[-1]
-  low = fit.reshape(-1, c).min(0).astype(np.int64) - bitstream.MARGIN
-  size = int((fit.reshape(-1, c).max(0) - low).max()) + 1 + bitstream.MARGIN
-  table = balle.discretized_density(trained.model, trained.variables, low, size)
-  model = bitstream.CodeModel.from_density(table, low)
+  model = entropy.fit_for(_in_chunks(encode, train_u8[:FIT_IMAGES]), trained.model,
+                         trained.variables, learned=True).table(1.0)
   _save(model, save_dir, 'code_model.npz')
   bpp, psnr, ssim = _coded(model, np.round(_in_chunks(encode, test_u8)), decode, test_u8)
   lam = trained.config.loss.get('rd_lambda')
@@ -127,7 +104,7 @@ def classical_points(test_u8, qualities) -> list[dict]:
   for codec in codecs.CODECS:
     for q in qualities:
       decoded, sizes, payloads = codecs.run(codec, test_u8, q)
-      psnr, ssim = _score(decoded.astype(np.float32) / 255.0, test_u8)
+      psnr, ssim = entropy.mean_scores(decoded.astype(np.float32) / 255.0, test_u8)
       points.append({'method': codec.upper() if codec == 'jpeg' else 'WebP',
                      'setting': f'quality {q}', 'bpp': 8 * sizes.mean() / pixels,
                      'bpp_payload': 8 * payloads.mean() / pixels, 'psnr': psnr, 'ssim': ssim,

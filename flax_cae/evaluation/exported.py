@@ -25,7 +25,6 @@ from flax_cae.codec import entropy
 from flax_cae.data import pipeline
 from flax_cae.data import sources
 from flax_cae.evaluation import trained as trained_lib
-from flax_cae.models import balle2017 as balle
 from flax_cae.runtime.errors import ConfigError, StorageError, write_failure
 
 FORMAT = 1
@@ -129,7 +128,5 @@ def fit_entropy_model(trained: trained_lib.Trained, data_dir: str = ''):
       np.asarray(trained.encode(trained.variables, sources.load_arrays(
           source, np.arange(i, min(i + CHUNK, n)))['image'])['latent'], np.float32)
       for i in range(0, n, CHUNK)])
-  if trained.task == 'rate_distortion':
-    return entropy.from_density(codes, lambda low, size: balle.discretized_density(
-        trained.model, trained.variables, low, size)), n
-  return entropy.fit(codes), n
+  return entropy.fit_for(codes, trained.model, trained.variables,
+                         learned=trained.task == 'rate_distortion'), n

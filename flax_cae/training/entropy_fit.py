@@ -12,7 +12,6 @@ from absl import logging
 from flax_cae.codec import container
 from flax_cae.codec import entropy
 from flax_cae.data.pipeline import host_copy, to_float
-from flax_cae.models import balle2017 as balle
 from flax_cae.runtime import writers
 from flax_cae.training import tasks
 
@@ -58,11 +57,8 @@ def _fit(run, state, m: int, workdir: str, split) -> dict:
   fit_images = run.trainer.sample_images(train, n_fit)
   codes = np.concatenate([np.asarray(encode(fit_images[i:i + chunk]))
                           for i in range(0, n_fit, chunk)])
-  if tasks.task_name(run.config) == 'rate_distortion':
-    codec = entropy.from_density(codes, lambda low, size: balle.discretized_density(
-        model, variables, low, size))
-  else:
-    codec = entropy.fit(codes)
+  codec = entropy.fit_for(codes, model, variables,
+                          learned=tasks.task_name(run.config) == 'rate_distortion')
   if writers.is_writer():
     codec.save(os.path.join(workdir, entropy.ENTROPY_FILE))
   n_eval = min(split.n, max(1, HOST_BYTES // image_bytes))
