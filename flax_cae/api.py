@@ -7,7 +7,8 @@
   back = model.decompress(streams)                  # the images, decoded from those bytes
 
 Images are uint8 `[N, H, W, C]` or `[H, W, C]`, or floats in [0, 1] of the same shapes; a
-single image gives a single result. `reconstruct`, `compress` and `decompress` take any
+single image gives a single result, except `compress`, which always returns a list of
+streams (`decompress` takes one stream or a list). `reconstruct`, `compress` and `decompress` take any
 size (evaluation/layout.py: a fully convolutional model pads, one of a fixed size tiles;
 `describe()` says which); `encode` and `decode` take the sizes the network itself takes.
 Anything else is one sentence (`ValueError`) naming what was given and what is accepted.
@@ -111,6 +112,12 @@ class Model:
         raise ValueError(f'images are {x.shape[1]}x{x.shape[2]}; this network takes sizes that '
                          f'are multiples of {s}; pad them, or use reconstruct, compress and '
                          'decompress, which pad any size.')
+      if (x.shape[1] // s, x.shape[2] // s) == next(iter(self._code_shapes.values()))[:2]:
+        # (decode could not tell their codes from those of training-size images)
+        raise ValueError(f'images of {x.shape[1]}x{x.shape[2]} give codes of the same grid as '
+                         f'the training size {h}x{w}, which decode takes them for; encode '
+                         f'{h}x{w} images or another multiple of {s}, or use reconstruct, '
+                         'compress and decompress, which take any size.')
     if x.dtype == np.uint8:
       return x, single
     if not np.issubdtype(x.dtype, np.floating):
@@ -284,7 +291,7 @@ class Model:
   # --- the codec ------------------------------------------------------------------------
 
   def _codec(self, step):
-    if self.task == 'classification' or not entropy.compresses(self.task, self.bottleneck):
+    if not entropy.compresses(self.task, self.bottleneck):
       raise ValueError(f'{self.config.model.name} here does not compress (its code is not one '
                        'array smaller than the image), so it has no codec; load a model that '
                        'compresses.')
@@ -302,8 +309,8 @@ class Model:
                                  *(self.entropy_model.arrays() if self.entropy_model else []))
 
   def compress(self, images, step: float | None = None) -> list[bytes]:
-    """One .fcae stream per image (codec/container.py: a 20-byte header, then the range
-    coder's bytes), of any size; `step`: the quantizer step, one of the entropy model's
+    """A list of one .fcae stream per image, a single image included (codec/container.py:
+    a 20-byte header, then the range coder's bytes), of any size; `step`: the quantizer step, one of the entropy model's
     (default: its finest). A list of [H, W, C] images of different sizes is taken too."""
     self._need(False, what='codec')
     table = self._codec(step)
@@ -384,9 +391,12 @@ def load(name_or_path: str) -> Model:
   `python -m flax_cae.export` wrote, or the name of a shipped model (`shipped_models()`)."""
   path = os.path.abspath(os.path.expanduser(str(name_or_path)))
   if os.path.isdir(path):
-    trained, info = exported.read(path) if exported.is_export(path) else (
-        trained_lib.load_trained(path), None)
-    return Model(trained, exported.entropy_model_of(path), str(name_or_path), info)
+    if exported.is_export(path):
+      trained, info = exported.read(path)
+      return Model(trained, exported.entropy_model_of(path), str(name_or_path), info)
+    trained = trained_lib.load_trained(path)
+    return Model(trained, exported.entropy_model_of(path, int(trained.results['best_step'])),
+                 str(name_or_path), None)
   shipped = shipped_models()
   if name_or_path in shipped:
     folder = os.path.join(ZOO, name_or_path)

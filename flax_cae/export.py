@@ -23,6 +23,7 @@ from flax_cae import __version__
 from flax_cae import api
 from flax_cae import models
 from flax_cae.codec import entropy
+from flax_cae.codec import rate_distortion
 from flax_cae.evaluation import exported
 from flax_cae.evaluation import trained as trained_lib
 from flax_cae.runtime import cli
@@ -49,7 +50,7 @@ def score(model: api.Model, images: np.ndarray) -> dict:
   if model.task == 'classification':
     return {'count': len(images)}
   sums = {}
-  for i in range(0, len(images), CHUNK):  # (a split of large photographs does not fit at once)
+  for i in range(0, len(images), CHUNK):  # (bounded device memory for large photographs)
     x = images[i:i + CHUNK]
     part = dict(zip(('psnr', 'ssim'), entropy.mean_scores(model.reconstruct(x), x)))
     if model.entropy_model is not None:
@@ -74,16 +75,15 @@ def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
   exported.check_out(out)
   running = workdir_lib.holder(workdir)
   trained = trained_lib.load_trained(workdir, unfinished=True)
-  entropy_model = exported.entropy_model_of(trained.workdir)
+  entropy_model = exported.entropy_model_of(trained.workdir, int(trained.results['best_step']))
   fitted = 'at the end of the run'
-  if entropy_model is None and trained.task != 'classification' and entropy.compresses(
-      trained.task, models.bottleneck(trained.model)):
+  if entropy_model is None and entropy.compresses(trained.task,
+                                                  models.bottleneck(trained.model)):
     entropy_model, n = exported.fit_entropy_model(trained, data_dir)
     fitted = f'at export, on the codes of the first {n} training images'
   reference = api.Model(trained, entropy_model, workdir)
   split_name, split = trained_lib.eval_split(trained, data_dir)
-  images = split.host_batch(np.arange(split.n)) if not split.on_device else np.asarray(
-      split.images)[:split.n]
+  images = rate_distortion.split_images(split)
   scores = {'float32': score(reference, images)}
   if dtype != 'float32':
     scores['float16'] = score(api.Model(_rounded(trained, 'float16'), entropy_model), images)

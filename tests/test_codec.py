@@ -152,3 +152,31 @@ def test_wrong_arguments_to_decompress_and_lists_of_sizes(workdirs, faces):
   out = model.reconstruct(images)
   assert isinstance(out, list) and [o.shape for o in out] == [i.shape for i in images]
   np.testing.assert_array_equal(out[1], model.reconstruct(images[1]))
+
+
+def test_encode_refuses_a_size_decode_would_take_for_the_training_size(workdirs):
+  # The spatial run's 25x25 faces give a 13x13 code grid; a 26x26 image gives one too.
+  model = flax_cae.load(workdirs['spatial'])
+  with pytest.raises(ValueError, match=r'images of 26x26 give codes of the same grid as the '
+                     r'training size 25x25'):
+    model.encode(photo(26, 26))
+  image = photo(28, 30)  # another grid (14x15): decodes at its own size
+  assert model.decode(model.encode(image)).shape == image.shape
+  assert model.compress(photo(26, 26))  # compress knows the size: it takes any
+
+
+def test_an_entropy_model_fitted_for_other_weights_is_not_used(workdirs, faces, tmp_path, caplog):
+  # A run resumed for more epochs trains on: its old entropy model belongs to older weights.
+  model = flax_cae.load(workdirs['dense'])
+  assert model.entropy_model.weights_step == model.results['best_step']
+  copy = tmp_path / 'resumed'
+  shutil.copytree(workdirs['dense'], copy)
+  stale = model.entropy_model
+  stale.weights_step = model.results['best_step'] - 1
+  stale.save(str(copy / 'entropy_model.npz'))
+  with caplog.at_level('WARNING'):
+    reread = flax_cae.load(str(copy))
+  assert reread.entropy_model is None
+  assert f"was fitted for the weights of step {stale.weights_step}, not those" in caplog.text
+  with pytest.raises(ValueError, match='has no entropy model'):
+    reread.compress(faces)

@@ -170,3 +170,14 @@ def test_nothing_is_overwritten_and_odd_images_are_taken(photos, tmp_path):
   assert rows['icon.png'][5] == '–' and float(rows['ramp16.png'][4]) > 15
   decoded = flax_cae.load(MODEL).decompress((tmp_path / 's' / 'ramp16.fcae').read_bytes())
   assert abs(decoded.mean() - (ramp / 65535.0).mean()) < 0.05
+
+
+@pytest.mark.parametrize('top', [200, 256, 1000, 65535])
+def test_16_bit_pixels_are_scaled_by_their_depth_not_their_content(tmp_path, top):
+  # A dark 16-bit image stays dark: its scale is the format's 0-65535, whatever it holds.
+  from flax_cae.codec import __main__ as command  # pylint: disable=g-import-not-at-top
+  ramp = np.linspace(0, top, 32 * 40).reshape(32, 40).astype(np.uint16)
+  Image.fromarray(ramp).save(tmp_path / 'ramp16.png')
+  read = command._read_image(str(tmp_path / 'ramp16.png'), 3)  # pylint: disable=protected-access
+  assert read.shape == (32, 40, 3) and read.dtype == np.uint8
+  assert int(read.max()) == round(top * 255 / 65535)

@@ -33,10 +33,12 @@ def _read_image(path: str, channels: int) -> np.ndarray:
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as im:
-      if im.mode.startswith('I'):  # 16 or 32-bit integers: scaled to 8 bits, not clipped
+      if im.mode.startswith('I'):  # 16-bit PNG or TIFF (PIL's I;16 or I): 0-65535 to 0-255
         wide = np.asarray(im).astype(np.float64)
-        im = Image.fromarray(np.round(wide * 255.0 / (65535.0 if wide.max() > 255 else 255.0))
-                             .clip(0, 255).astype(np.uint8))
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+          raise ConfigError(f'{path} holds integer pixels outside 0-65535 ({wide.min():g} to '
+                            f'{wide.max():g}); save it with 8 or 16-bit pixels.')
+        im = Image.fromarray(np.round(wide * 255.0 / 65535.0).astype(np.uint8))
       elif im.mode == 'F':
         raise ConfigError(f'{path} holds floating-point pixels, whose range PIL does not say; '
                           'save it with 8 or 16-bit integers.')

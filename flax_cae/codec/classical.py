@@ -82,6 +82,6 @@ def at_most(codec: str, image_u8: np.ndarray, n_bytes: int) -> tuple[int, bytes]
   best = (1, encode(codec, image_u8, 1))
   for quality in range(2, 101):
     data = encode(codec, image_u8, quality)
-    if len(data) <= n_bytes and (len(best[1]) > n_bytes or quality > best[0]):
+    if len(data) <= n_bytes:  # (qualities rise: the last that fits is the highest)
       best = (quality, data)
   return best

@@ -29,6 +29,7 @@ ENTROPY_FILE = 'entropy_model.npz'
 STEPS = (0.5, 0.25, 0.125)
 DEFAULT_STEP = 0.125
 FIT_IMAGES = 10000  # training codes the tables are counted on (at most)
+HOST_BYTES = 256 * 2**20  # images a fit or a measurement copies to the host at once, at most
 
 
 def compresses(task: str, bottleneck: dict | None) -> bool:
@@ -41,9 +42,11 @@ def compresses(task: str, bottleneck: dict | None) -> bool:
 @dataclasses.dataclass
 class EntropyModel:
   """{step: CodeModel} of one trained model; `learned`: the tables are a learned codec's
-  density (one step, 1.0: plain rounding), else counts of its training codes."""
+  density (one step, 1.0: plain rounding), else counts of its training codes;
+  `weights_step`: the checkpoint step of the weights it was fitted for (None: not recorded)."""
   tables: dict
   learned: bool = False
+  weights_step: int | None = None
 
   @property
   def steps(self) -> tuple[float, ...]:
@@ -51,7 +54,9 @@ class EntropyModel:
 
   @property
   def default_step(self) -> float:
-    return 1.0 if self.learned else DEFAULT_STEP
+    if self.learned:
+      return 1.0
+    return DEFAULT_STEP if DEFAULT_STEP in self.tables else min(self.tables)
 
   def table(self, step: float | None = None) -> bitstream.CodeModel:
     step = self.default_step if step is None else float(step)
@@ -72,6 +77,8 @@ class EntropyModel:
 
   def save(self, path: str):
     fields = {'learned': np.asarray(self.learned), 'steps': np.asarray(self.steps, np.float64)}
+    if self.weights_step is not None:
+      fields['weights_step'] = np.asarray(self.weights_step, np.int64)
     for i, s in enumerate(self.steps):
       t = self.tables[s]
       fields.update({f'{k}_{i}': getattr(t, k) for k in ('step', 'low', 'probs', 'size')})
@@ -87,10 +94,12 @@ class EntropyModel:
         tables = {float(s): bitstream.CodeModel(*(z[f'{k}_{i}'] for k in
                                                    ('step', 'low', 'probs', 'size')))
                   for i, s in enumerate(z['steps'])}
-        return cls(tables, bool(z['learned']))
+        weights_step = int(z['weights_step']) if 'weights_step' in z.files else None
+        return cls(tables, bool(z['learned']), weights_step)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      raise ConfigError(f'{path} is not a readable entropy model ({e}); train the run again, '
-                        'or rerun its launch.py command to fit it anew.') from None
+      raise ConfigError(f'{path} is not a readable entropy model ({e}); in a workdir, rerun '
+                        'its launch.py command to fit it anew; in an exported or shipped model, '
+                        'export or install it again.') from None
 
 
 def fit(train_codes: np.ndarray, steps=STEPS) -> EntropyModel:
@@ -110,6 +119,11 @@ def from_density(train_codes: np.ndarray, density) -> EntropyModel:
   size = int((flat.max(0) - low).max()) + 1 + bitstream.MARGIN
   return EntropyModel({1.0: bitstream.CodeModel.from_density(density(low, size), low)},
                       learned=True)
+
+
+def fit_count(available: int, image_shape) -> int:
+  """How many images a fit or a measurement codes: at most FIT_IMAGES and HOST_BYTES."""
+  return min(FIT_IMAGES, available, max(1, HOST_BYTES // int(np.prod(image_shape))))
 
 
 def fit_for(codes: np.ndarray, model, variables, learned: bool) -> EntropyModel:

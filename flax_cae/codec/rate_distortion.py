@@ -30,7 +30,6 @@ from flax_cae.codec import classical as codecs
 from flax_cae.codec import entropy
 from flax_cae.data import pipeline
 
-FIT_IMAGES = 10000  # training codes the probability tables are counted on (at most)
 CHUNK = 500
 MATCHED_BPP = (0.5, 1.0, 2.0, 4.0)
 
@@ -60,7 +59,7 @@ def code_points(name: str, encode, decode, train_u8, test_u8, fracs, note='',
   """Points of a code: encode(uint8 [B, ...]) -> float codes [B, ..., C]; decode(codes) ->
   float images. One point per quantizer step fraction; everything decoded from bytes. Each
   fitted CodeModel (steps and tables) is saved to save_dir/code_model_step<frac>.npz."""
-  fit_codes = _in_chunks(encode, train_u8[:FIT_IMAGES])
+  fit_codes = _in_chunks(encode, train_u8[:entropy.FIT_IMAGES])
   test_codes = _in_chunks(encode, test_u8)
   fitted = entropy.fit(fit_codes, steps=tuple(fracs))
   points = []
@@ -89,7 +88,7 @@ def codec_points(model_name, trained, train_u8, test_u8, save_dir: str = '') -> 
   def decode(y):
     return trained.decode(trained.variables, {'latent': jnp.asarray(y)})
 
-  model = entropy.fit_for(_in_chunks(encode, train_u8[:FIT_IMAGES]), trained.model,
+  model = entropy.fit_for(_in_chunks(encode, train_u8[:entropy.FIT_IMAGES]), trained.model,
                          trained.variables, learned=True).table(1.0)
   _save(model, save_dir, 'code_model.npz')
   bpp, psnr, ssim = _coded(model, np.round(_in_chunks(encode, test_u8)), decode, test_u8)

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 
 import numpy as np
+from absl import logging
 from flax import traverse_util
 from ml_collections import ConfigDict
 
@@ -111,22 +112,34 @@ def read(folder: str) -> tuple[trained_lib.Trained, dict]:
   return trained_lib.Trained(folder, config, results, model, variables), info
 
 
-def entropy_model_of(folder: str):
-  """The entropy model saved in a workdir or an exported folder, or None."""
+def entropy_model_of(folder: str, weights_step: int | None = None):
+  """The entropy model saved in a workdir or an exported folder, or None: also where it was
+  fitted for other weights than those of checkpoint `weights_step` (a workdir read while a
+  resumed run trains on), which it says."""
   path = os.path.join(folder, entropy.ENTROPY_FILE)
-  return entropy.EntropyModel.load(path) if os.path.isfile(path) else None
+  if not os.path.isfile(path):
+    return None
+  model = entropy.EntropyModel.load(path)
+  if None not in (weights_step, model.weights_step) and model.weights_step != weights_step:
+    logging.warning('%s was fitted for the weights of step %d, not those of step %d read here: '
+                    'it is not used (the run fits a new one at its end; python -m '
+                    'flax_cae.export fits one now).', path, model.weights_step, weights_step)
+    return None
+  return model
 
 
 def fit_entropy_model(trained: trained_lib.Trained, data_dir: str = ''):
   """The entropy model of a run that has none (one stopped before its end, or finished by
-  an older flax-cae): fitted as a run's end fits it (training/entropy_fit.py), on the codes of the first
-  entropy.FIT_IMAGES images of its training split. Returns (model, images used)."""
+  an older flax-cae): fitted as a run's end fits it (training/entropy_fit.py), on the codes of
+  the first entropy.fit_count images of its training split. Returns (model, images used)."""
   data = trained_lib.eval_data(trained, data_dir)
   source = sources.get_source(data.name, 'train', **pipeline.source_kwargs(data))
-  n = min(entropy.FIT_IMAGES, len(source))
+  n = entropy.fit_count(len(source), trained.results['image_shape'])
   codes = np.concatenate([
       np.asarray(trained.encode(trained.variables, sources.load_arrays(
           source, np.arange(i, min(i + CHUNK, n)))['image'])['latent'], np.float32)
       for i in range(0, n, CHUNK)])
-  return entropy.fit_for(codes, trained.model, trained.variables,
-                         learned=trained.task == 'rate_distortion'), n
+  model = entropy.fit_for(codes, trained.model, trained.variables,
+                          learned=trained.task == 'rate_distortion')
+  model.weights_step = int(trained.results['best_step'])
+  return model, n

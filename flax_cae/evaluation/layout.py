@@ -1,7 +1,8 @@
 """How an image of any size meets a model trained on one size.
 
 - A fully convolutional model (its parameters do not depend on the image size and its code
-  is a map on the image's grid: `res_cae` with a spatial code, Balle et al. 2017) takes the
+  is a map on the image's grid: `res_cae` with a spatial code, `rate_cae`, S4's `s4_ae`,
+  Balle et al. 2017) takes the
   image whole, padded by reflection to a multiple of its stride (pixels per code cell) and
   cropped back after; an image over MAX_SIDE pixels a side is cut into near-equal tiles of
   at most MAX_SIDE, so memory stays bounded whatever the photograph.

@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from flax_cae import models
+from flax_cae.codec import entropy
 from flax_cae.codec import rate_distortion as rd
 from flax_cae.data import noise as noise_lib
 from flax_cae.data import pipeline
@@ -247,7 +248,7 @@ def run_rate_distortion(ctx: Context, settings):
   """Compression in bytes (flax_cae/codec/rate_distortion.py): every member's code (first
   seed) quantized, range-coded and decoded from its bytes, PCA at each member's floats coded
   the same way, JPEG and WebP: rate_distortion.md/.csv/.png."""
-  train_u8 = rd.split_images(ctx.splits['train'], rd.FIT_IMAGES)
+  train_u8 = rd.split_images(ctx.splits['train'], entropy.FIT_IMAGES)
   test_u8 = rd.split_images(ctx.shown)
   points, sizes = [], set()
   for row in ctx.rows:

@@ -15,8 +15,6 @@ from flax_cae.data.pipeline import host_copy, to_float
 from flax_cae.runtime import writers
 from flax_cae.training import tasks
 
-HOST_BYTES = 256 * 2**20  # images each of the fit and the measurement copies to the host, at most
-
 
 def _variables(run, state, m: int) -> dict:
   """Member m's evaluated variables on this process's first device (everything after this
@@ -26,11 +24,15 @@ def _variables(run, state, m: int) -> dict:
   return jax.device_put(host, jax.local_devices()[0])
 
 
-def fit(run, state, m: int, workdir: str, split) -> dict:
-  """Fits, saves and measures member m's entropy model; returns results.json's entries. A
-  failure here costs the codec only: it is logged, and the run's results are written."""
+def fit(run, state, m: int, workdir: str, split, step: int) -> dict:
+  """Fits, saves and measures member m's entropy model for its weights of checkpoint `step`;
+  returns results.json's entries. A failure here costs the codec only: it is logged, and the
+  run's results are written (without a codec: an earlier run's model is removed first)."""
+  path = os.path.join(workdir, entropy.ENTROPY_FILE)
+  if writers.is_writer() and os.path.exists(path):
+    os.remove(path)  # (fitted for other weights, e.g. before the run was resumed for longer)
   try:
-    return _fit(run, state, m, workdir, split)
+    return _fit(run, state, m, path, split, step)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning('The entropy model could not be fitted (%s: %s); the results are written '
                     'without a codec. python -m flax_cae.export --workdir=%s fits one later.',
@@ -38,7 +40,7 @@ def fit(run, state, m: int, workdir: str, split) -> dict:
     return {'codec': None}
 
 
-def _fit(run, state, m: int, workdir: str, split) -> dict:
+def _fit(run, state, m: int, path: str, split, step: int) -> dict:
   model, train = run.model, run.splits['train']
   chunk = run.config.eval_batch_size  # (what evaluation already ran at once)
   variables = _variables(run, state, m)
@@ -52,16 +54,16 @@ def _fit(run, state, m: int, workdir: str, split) -> dict:
 
   def decode(y):
     return decode_fn(variables, y)
-  image_bytes = int(np.prod(train.image_shape))
-  n_fit = min(entropy.FIT_IMAGES, train.n, max(1, HOST_BYTES // image_bytes))
+  n_fit = entropy.fit_count(train.n, train.image_shape)
   fit_images = run.trainer.sample_images(train, n_fit)
   codes = np.concatenate([np.asarray(encode(fit_images[i:i + chunk]))
                           for i in range(0, n_fit, chunk)])
   codec = entropy.fit_for(codes, model, variables,
                           learned=tasks.task_name(run.config) == 'rate_distortion')
+  codec.weights_step = int(step)
   if writers.is_writer():
-    codec.save(os.path.join(workdir, entropy.ENTROPY_FILE))
-  n_eval = min(split.n, max(1, HOST_BYTES // image_bytes))
+    codec.save(path)
+  n_eval = min(split.n, max(1, entropy.HOST_BYTES // int(np.prod(train.image_shape))))
   points = entropy.measure(codec, encode, decode, run.trainer.sample_images(split, n_eval),
                            chunk)
   default = next(p for p in points if p['step'] == codec.default_step)
