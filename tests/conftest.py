@@ -8,6 +8,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(1, os.path.dirname(os.path.abspath(__file__)))
+# (and its subfolders: a few tests share another folder's helpers, e.g. test_errors.launch,
+# which must import when one file is run alone)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[2:2] = [os.path.join(_HERE, d) for d in ('codec', 'data', 'evaluation', 'measures',
+                                                  'models', 'runtime', 'studies', 'training')]
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The suite's worker processes, and every launch.py they start (they inherit this
 # environment), compile the same tiny programs dozens of times; JAX's persistent cache turns
