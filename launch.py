@@ -7,6 +7,7 @@ Bad input (a config, data set or workdir problem) ends with one sentence on stde
 and exit status 2; --debug shows the full traceback instead.
 """
 
+import os
 import sys
 
 import ml_collections
@@ -14,9 +15,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from flax_cae.runtime import cli
+from flax_cae.runtime import console
 from flax_cae.runtime import distributed
 from flax_cae.runtime import host_memory
 from flax_cae.runtime import preemption
+from flax_cae.runtime import writers
 from flax_cae import studies as study
 from flax_cae.training import loop as train
 from flax_cae.runtime.errors import UserError, write_failure
@@ -38,6 +41,15 @@ flags.DEFINE_integer('process_id', None, "This process's index, 0 .. num_process
 
 
 _fail = cli.fail
+
+
+def summary(workdir: str) -> str:
+  """The end of a run on the terminal: results.md's table and where everything is."""
+  path = os.path.join(workdir, 'results.md')
+  with open(path) as f:
+    table = [line for line in f.read().splitlines() if line.startswith('|')]
+  return '\n'.join(['', *table, '', f'Results: {path} (every figure: results.json beside it); '
+                     f'checkpoints, metrics and pictures: {workdir}.'])
 
 
 # Loading a config runs the file's own code: whatever it raises (a missing module, an error in
@@ -104,6 +116,7 @@ except CONFIG_ERRORS as err:
 
 def main(argv):
   del argv
+  console.setup()  # short log lines (--verbosity=1: absl's), a progress bar on a terminal
   preemption.install()  # SIGTERM ends the process within seconds, whatever it is doing
   try:
     config = FLAGS.config  # --config.* overrides are applied here
@@ -128,7 +141,7 @@ def main(argv):
           'ml_collections.ConfigDict; return one (start from configs/default.py: import it, '
           'change its fields, return it).')
   try:  # before JAX starts: XLA's threads pick their malloc arena on first use
-    logging.info('Host memory: %s.', host_memory.configure(config.get('cpu_malloc', 'keep')))
+    logging.debug('Host memory: %s.', host_memory.configure(config.get('cpu_malloc', 'keep')))
   except UserError as e:
     if FLAGS.debug:
       raise
@@ -145,7 +158,9 @@ def main(argv):
     if study.is_study(config):  # configs/studies/: every member, then the tables and figures
       study.run_study(config, FLAGS.workdir)
     else:
-      train.train_and_evaluate(config, FLAGS.workdir)
+      result = train.train_and_evaluate(config, FLAGS.workdir)
+      if writers.is_writer() and not result.get('preempted'):
+        print(summary(FLAGS.workdir), flush=True)
   except UserError as e:
     if FLAGS.debug:
       raise

@@ -7,12 +7,14 @@ against the originals (flax_cae/evaluation/trained.py).
 
 from flax_cae.evaluation import trained
 from flax_cae.runtime import cli
+from flax_cae.runtime import console
 from flax_cae.runtime.errors import ConfigError, UserError
 
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
+  console.setup()
   f = flags.FLAGS
   try:
     for name, what in (('workdir', 'the autoencoder workdir'),

@@ -27,6 +27,7 @@ from flax_cae.codec import rate_distortion
 from flax_cae.evaluation import exported
 from flax_cae.evaluation import trained as trained_lib
 from flax_cae.runtime import cli
+from flax_cae.runtime import console
 from flax_cae.runtime import machine
 from flax_cae.runtime import workdir as workdir_lib
 from flax_cae.runtime.errors import ConfigError, UserError
@@ -115,6 +116,7 @@ def export(workdir: str, out: str, dtype: str = 'float32', n_images: int = 64,
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
+  console.setup()
   f = flags.FLAGS
   try:
     for name, what in (('workdir', 'the launch.py workdir to export'),

@@ -7,12 +7,14 @@
 
 from flax_cae.evaluation import pictures
 from flax_cae.runtime import cli
+from flax_cae.runtime import console
 from flax_cae.runtime.errors import ConfigError, UserError
 
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
+  console.setup()
   f = flags.FLAGS
   try:
     pictures.check_max_points(f.max_points)

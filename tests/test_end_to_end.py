@@ -3,6 +3,7 @@ whose validation PSNR must rise clearly above that of predicting the mean image.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ def launch(*flags, timeout=600):
   proc = subprocess.run([sys.executable, 'launch.py', *flags], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  return proc.stderr  # absl logs to stderr
+  return proc.stderr + proc.stdout  # log lines on stderr, the results table on stdout
 
 
 def test_launch_default_config(tmp_path):
@@ -34,6 +35,14 @@ def test_launch_default_config(tmp_path):
                '--config.eval_every_epochs=1', '--config.optimizer.learning_rate=3e-4')
   assert 'bottleneck: 64 floats (latent 64) for an input of 625' in log
   assert 'img/s' in log and 'left' in log
+  # What a user sees (not a terminal here: plain lines, no bar): short lines about this run.
+  assert f'Preparing data set lfw_subset in {tmp_path / "tfds"}' in log
+  assert f'Checkpoints, metrics, pictures and results go to {workdir}.' in log
+  assert f'Results: {workdir / "results.md"}' in log and '| improved_cae | lfw_subset |' in log
+  for noise in ('Unable to initialize backend', 'Downloading and preparing', 'Load dataset info'):
+    assert noise not in log, noise
+  assert not re.search(r'\d+/\d+ steps', log)  # the bar is for terminals
+  assert not re.search(r'^[IWEF]\d{4} ', log, re.M)  # absl's prefix: only at --verbosity=1
   results = json.loads((workdir / 'results.json').read_text())
   assert results['model'] == 'improved_cae' and results['data'] == 'lfw_subset'
   assert results['total_steps'] == 10 and np.isfinite(results['test_psnr'])

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from flax_cae.runtime import cli
+from flax_cae.runtime import console
 from flax_cae.runtime.errors import ConfigError, UserError
 
 ACTIONS = ('compress', 'decompress', 'compare')
@@ -224,6 +225,7 @@ def run(action: str, model_name: str, paths: list[str], out: str, step=None) -> 
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
+  console.setup()
   f = flags.FLAGS
   try:
     if len(argv) < 2:

@@ -10,7 +10,9 @@ it is carved deterministically off the end of its train split (whose stored orde
 is a fixed, class-mixing permutation, see builders/mnist.py).
 """
 
+import contextlib
 import dataclasses
+import io
 import operator
 import os
 import shutil
@@ -254,12 +256,16 @@ def prepare(name: str, *, data_dir, source_dir=None, download: bool = True,
           'cannot be reached from this machine')
   _check_writable(name, data_dir)
   undo = _Undo(builder)
+  logging.info('Preparing data set %s in %s (once: later runs read it there).', name,
+               builder.data_path)
+  tfds.display_progress_bar(False)  # (and its banners on stdout: one line above says it all)
   try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            try_download_gcs=False,      # flax_cae_* sets are never on TFDS's GCS bucket
-            register_checksums=False,    # no checksum files ship with flax-cae...
-            force_checksums_validation=False))  # ...so unknown checksums are fine
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              try_download_gcs=False,      # flax_cae_* sets are never on TFDS's GCS bucket
+              register_checksums=False,    # no checksum files ship with flax-cae...
+              force_checksums_validation=False))  # ...so unknown checksums are fine
   except BaseException as e:  # Ctrl-C included: never leave a half-written data set
     undo()
     if isinstance(e, Exception) and _is_prepared(builder):

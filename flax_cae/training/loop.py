@@ -20,6 +20,7 @@ from flax_cae import models as models_lib
 from flax_cae.codec import entropy
 from flax_cae.data import pipeline
 from flax_cae.runtime import errors
+from flax_cae.runtime import console
 from flax_cae.runtime import machine
 from flax_cae.runtime import preemption
 from flax_cae.runtime import streams
@@ -122,11 +123,15 @@ def log_train(run: Run):
   now = time.time()
   rate = (run.step - run.log_start) * run.config.batch_size / max(now - run.last_log, 1e-9)
   rates = run.trainer.learning_rates(run.step)
-  logging.info('epoch %d/%d step %d/%d loss %s lr %s %.0f img/s, %s left',
-               (run.step - 1) // run.steps_per_epoch + 1, run.config.num_epochs, run.step,
-               run.total_steps, ' '.join(f'{l:.5f}' for l in losses),
-               ' '.join(f'{r:.2e}' for r in rates), rate,
-               _fmt_time((run.total_steps - run.step) * run.config.batch_size / max(rate, 1e-9)))
+  status = (f'epoch {(run.step - 1) // run.steps_per_epoch + 1}/{run.config.num_epochs} loss '
+            f"{' '.join(f'{l:.5f}' for l in losses)} lr {' '.join(f'{r:.2e}' for r in rates)} "
+            f'{rate:.0f} img/s, '
+            f'{_fmt_time((run.total_steps - run.step) * run.config.batch_size / max(rate, 1e-9))}'
+            ' left')
+  if console.showing_progress():
+    run.bar.update_to(run.step, status)
+  else:
+    logging.info('step %d/%d %s', run.step, run.total_steps, status)
   for member, loss, lr in zip(run.members, losses, rates):
     member.writer.write(run.step, 'train', {
         'loss': loss, 'learning_rate': lr,
@@ -230,9 +235,18 @@ def close(run: Run):
 
 def train_epochs(run: Run, stop) -> dict | None:
   """Trains to the end (or early stop); returns save_on_stop's record if SIGTERM came."""
+  run.bar = console.progress(run.total_steps, run.step, show=writers.is_writer())
+  try:
+    return _train_epochs(run, stop)
+  finally:
+    run.bar.close()
+
+
+def _train_epochs(run: Run, stop) -> dict | None:
   config = run.config
   while run.step < run.total_steps and not run.meta['stopped_early']:
     train_call(run)
+    run.bar.update_to(run.step)
     if time.time() - run.last_log >= config.log_every_seconds or run.step == run.total_steps:
       log_train(run)
     if run.step % run.steps_per_epoch == 0:

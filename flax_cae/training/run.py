@@ -94,6 +94,7 @@ class Run:
   timed_seconds: float = 0.0
   first_call: bool = True
   lock: Any = None
+  bar: Any = None  # the progress bar while training (runtime/console.py)
 
   @property
   def grouped(self) -> bool:
@@ -229,6 +230,8 @@ def _build_run(config, workdir, splits, members, numbers, mesh) -> Run:
                '' if train.on_device else ', training data streamed from the host',
                '' if members is None else f', {len(members)} members trained together')
   logging.info('%s', models_lib.describe_bottleneck(bneck))
+  logging.info('Checkpoints, metrics, pictures and results go to %s.', ', '.join(
+      m.workdir for m in member_list))
   if bneck is not None and bneck['compression_ratio'] <= 1:
     logging.warning('The code (%d floats) is at least as large as the input (%d): this model '
                     'compresses nothing (fine for denoising, not for compression studies).',
