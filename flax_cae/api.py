@@ -39,7 +39,20 @@ ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'zoo')
 class Model:
   """A trained model, loaded read-only (`load`): its config, bottleneck, test results, and
   `encode`, `decode`, `reconstruct`, `compress`, `decompress` (autoencoders) or `predict`
-  (classifiers)."""
+  (classifiers).
+
+  Attributes:
+    config: the run's config (ml_collections.ConfigDict), as trained.
+    results: its results.json: test metrics, the kept step, the codec's figures.
+    task: 'reconstruction', 'variational', 'rate_distortion' or 'classification'.
+    image_shape: (height, width, channels) it was trained on.
+    bottleneck: what passes from encoder to decoder (`floats`, `parts`,
+      `compression_ratio`); None for a classifier.
+    entropy_model: its codec's tables (flax_cae.codec.entropy.EntropyModel); None where it
+      does not compress or has none.
+    info: an exported or shipped model's record (model.json: how, where and when it was
+      trained and exported); None for a workdir.
+  """
 
   def __init__(self, trained: trained_lib.Trained, entropy_model=None, source: str = '',
                info: dict | None = None):

@@ -9,7 +9,7 @@ import pytest
 
 from launching import ROOT, env
 
-SECTION = '## Using a trained model, and the codec'
+SECTION = '## Use a trained model, compress an image'
 
 
 def _example() -> tuple[str, str]:
