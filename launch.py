@@ -43,13 +43,17 @@ flags.DEFINE_integer('process_id', None, "This process's index, 0 .. num_process
 _fail = cli.fail
 
 
-def summary(workdir: str) -> str:
-  """The end of a run on the terminal: results.md's table and where everything is."""
-  path = os.path.join(workdir, 'results.md')
+def summary(workdir: str, name: str = 'results.md') -> str:
+  """The end of a run or study on the terminal: the first table of its results.md (study.md)
+  and where everything is."""
+  path = os.path.join(workdir, name)
   with open(path) as f:
-    table = [line for line in f.read().splitlines() if line.startswith('|')]
-  return '\n'.join(['', *table, '', f'Results: {path} (every figure: results.json beside it); '
-                     f'checkpoints, metrics and pictures: {workdir}.'])
+    lines = f.read().splitlines()
+  start = next((i for i, line in enumerate(lines) if line.startswith('|')), len(lines))
+  end = next((i for i in range(start, len(lines)) if not lines[i].startswith('|')), len(lines))
+  where = ('every figure: results.json beside it); checkpoints, metrics and pictures: '
+           if name == 'results.md' else 'with study.csv and the figures); members\' runs: ')
+  return '\n'.join(['', *lines[start:end], '', f'Results: {path} ({where}{workdir}.'])
 
 
 # Loading a config runs the file's own code: whatever it raises (a missing module, an error in
@@ -156,7 +160,10 @@ def main(argv):
           '--coordinator_address, --num_processes and --process_id, or none on one machine.')
   try:
     if study.is_study(config):  # configs/studies/: every member, then the tables and figures
-      study.run_study(config, FLAGS.workdir)
+      done = study.run_study(config, FLAGS.workdir)
+      if writers.is_writer() and not done.get('preempted'):
+        print(summary(os.path.abspath(os.path.expanduser(FLAGS.workdir)), 'study.md'),
+              flush=True)
     else:
       result = train.train_and_evaluate(config, FLAGS.workdir)
       if writers.is_writer() and not result.get('preempted'):

@@ -53,7 +53,7 @@ def tiny(cifar, workdir, study, **overrides):
 def launch(flags, timeout=900):
   proc = subprocess.run([sys.executable, 'launch.py', *flags], cwd=ROOT, capture_output=True,
                         text=True, timeout=timeout, env=dict(os.environ, JAX_PLATFORMS='cpu'))
-  return proc.returncode, proc.stderr
+  return proc.returncode, proc.stderr + proc.stdout  # (the study's table ends on stdout)
 
 
 def read_table(workdir):
@@ -93,6 +93,7 @@ def test_s1_optimizers_study_tunes_rates(tmp_path, cifar):
       'study.only': 'adam,sgd_momentum', 'study.train_together': 'yes'}))
   assert rc == 0, log[-4000:]
   rows, _ = assert_study(workdir, ['adam', 'sgd_momentum'])
+  assert f'Results: {workdir}/study.md' in log and '| adam |' in log  # the end of the output
   with open(os.path.join(workdir, 'tuning.csv')) as f:
     tuning = list(csv.DictReader(f))
   assert len(tuning) == 6  # 2 members x 3 rates
