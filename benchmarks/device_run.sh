@@ -46,7 +46,7 @@ finish() {  # summary.md and results.tgz from what the stages left in $R
     sed -n '/^| data |/,$p' "$R/steps.log" 2>/dev/null; } > "$OUT/summary.md"
   tar czf "$OUT/results.tgz" -C "$R" .
 }
-# A run stopped by a time limit (timeout, the lent machine's call limit) still leaves the
+# A run stopped by a time limit (timeout, a batch system's call limit) still leaves the
 # tables its stages wrote so far (throughput.py rewrites its files after every row).
 # SIGPIPE ignored: run.log's tee dies with the run, and writing to it must not end finish.
 STAGE=setup  # a limit that lands before the first stage says so too

@@ -10,7 +10,7 @@ cifar10_best64.py.
 
   python launch.py --config=configs/cifar10_best256.py --workdir=DIR
 
-README "Codes better than PCA" has its results beside PCA at the same floats.
+docs/studies/best-codes.md has its results beside PCA at the same floats.
 """
 
 from configs import default

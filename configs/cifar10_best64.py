@@ -9,7 +9,7 @@ epoch 25, and with flips alone the dense code still trained 0.56 dB above its va
 PSNR), trained on -PSNR per image (loss neg_psnr: the mean PSNR the tables report), 40
 epochs. Chosen on validation PSNR over the 4x4x4 code of a fourth stage (SPATIAL below, the
 sibling until commit c0d19b5), over MSE (best_capacity's best64_mse), over flips alone
-(best64_flip) and over widths 32/64/128 (best64_narrow); README "Codes better than PCA".
+(best64_flip) and over widths 32/64/128 (best64_narrow); docs/studies/best-codes.md.
 
   python launch.py --config=configs/cifar10_best64.py --workdir=DIR
 """
@@ -21,7 +21,7 @@ from configs import cifar10_best256
 OVERRIDES = {'model': {'latent_dim': 64, 'code': 'dense', 'widths': (48, 96, 192)},
              'augment': 'flip_crop',
              'loss': {'name': 'neg_psnr'}}
-# As measured (README) at widths 32/64/128: validation still rose 0.02 dB in the last 5
+# As measured (docs/studies/best-codes.md) at widths 32/64/128: validation still rose 0.02 dB in the last 5
 # epochs, yet a 60-epoch run ended 0.04 dB lower on validation (22.54 against 22.58 dB).
 EPOCHS = 40
 # The earlier 64-float code: a fourth stage down to 4x4x4 (best_capacity compares it).

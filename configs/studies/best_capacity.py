@@ -3,9 +3,9 @@ recipe (one residual block at 8x8) against no blocks (the first recipe, which en
 below the target, PCA + 1 dB, on the CPU), more depth at the low-resolution stages
 (`model.stage_blocks`), depth with width; for 64 floats the recipe (a dense code, flips and
 shifts, loss neg_psnr) with one change at a time and the earlier spatial codes. Sized
-for a lent GPU (`bash benchmarks/device_run.sh capacity`, one call); on the 2-core CPU,
+for a GPU (`bash benchmarks/device_run.sh capacity`, one call); on the 2-core CPU,
 stage_blocks (0, 0, 1) and (0, 1, 2) train at 0.53x and 0.29x the images/s of no blocks
-(README).
+(docs/studies/best-codes.md).
 PCA at each code size sits beside the members; choose on validation PSNR, not on the test
 split.
 

@@ -4,7 +4,8 @@ each (the study's PCA rows).
 
   python launch.py --config=configs/studies/best_codes.py --workdir=DIR
 
-On the CIFAR-10 JPEGs of ../shared/data (no official test split here), as the README does:
+On the CIFAR-10 training images as JPEG files (carved into train, validation and test), as
+docs/studies/best-codes.md does:
   --config.data.name=image_folder --config.data.source_dir=CIFAR_JPEGS/train
   --config.data.image_size="(32, 32)" --config.data.channels=3
   --config.data.validation_size=5000 --config.data.test_size=5000

@@ -22,7 +22,7 @@ LAMBDAS = (0.0025, 0.01, 0.04, 0.16)
 def balle(lam):
   # num_epochs is the recipe's, given here so that a short run can shorten only the Balle
   # members (--config.study.members.balle2017_lambda0p01.num_epochs=6) and reuse a finished
-  # cifar10_best256 workdir as the best256 member (README).
+  # cifar10_best256 workdir as the best256 member (docs/studies/compression-in-bytes.md).
   return {'model': {'name': 'balle2017', 'widths': (96, 96, 96)}, 'num_epochs': 60,
           'loss': {'name': 'mse', 'rd_lambda': lam},
           'optimizer': {'name': 'adam', 'learning_rate': 1e-3, 'weight_decay': 0.0},

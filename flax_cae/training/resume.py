@@ -1,4 +1,4 @@
-"""The workdir contract of one run (README): what a resume may change, and the one-sentence
+"""The workdir contract of one run (docs/workdir.md): what a resume may change, and the one-sentence
 refusal of anything else. Each checkpoint carries `run_record(config)`; a resume compares it
 with the config it is given."""
 
@@ -9,7 +9,7 @@ from flax_cae import models as models_lib
 from flax_cae.runtime.errors import ConfigError
 
 
-# The workdir contract (README): what a resume may change. Everything else in the config
+# The workdir contract (docs/workdir.md): what a resume may change. Everything else in the config
 # shapes the run's trajectory and must be what the workdir was trained with; num_epochs may
 # grow (not below what was trained, and not at all under a schedule that depends on it).
 MAY_CHANGE = ('log_every_seconds', 'eval_batch_size', 'num_sample_images', 'keep_checkpoints',
@@ -69,7 +69,7 @@ def check_resume(saved_meta: dict, meta: dict, config, workdir: str):
     raise ConfigError(
         f'{workdir!r} holds a run with other settings (saved vs now: {diff}); a resume may '
         'change only the number of epochs and the logging, evaluation and checkpoint cadence '
-        '(README: the workdir contract); use a new --workdir, or the saved settings.')
+        '(docs/workdir.md: the workdir contract); use a new --workdir, or the saved settings.')
   trained, before = saved_meta.get('epoch', 0), saved_meta.get('num_epochs')
   if config.num_epochs < trained:
     raise ConfigError(
