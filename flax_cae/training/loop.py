@@ -280,6 +280,9 @@ def finish(run: Run) -> list[dict]:
   member's results.json and results.md and returns them. Without a test split, the
   validation numbers are the reported ones (results say which)."""
   config, meta, train = run.config, run.meta, run.splits['train']
+  rate = meta['images_per_second']  # this process's training rate (compilation excluded)
+  if rate is None and meta['train_seconds']:  # nothing trained here: the whole run's rate
+    rate = run.step * config.batch_size / meta['train_seconds']
   has_val, has_test = run.splits['validation'].n > 0, run.splits['test'].n > 0
   shown = run.splits['test' if has_test else 'validation']
   evaluated = {}  # kept step -> (test, validation, reconstructions) of every member there
@@ -305,7 +308,7 @@ def finish(run: Run) -> list[dict]:
             'compression_ratio': run.bneck['compression_ratio']}),
         'bottleneck_text': models_lib.describe_bottleneck(run.bneck),
         'parameters': run.n_params, 'train_seconds': meta['train_seconds'],
-        'images_per_second': meta['images_per_second'], 'devices': run.mesh.devices.size,
+        'images_per_second': rate, 'devices': run.mesh.devices.size,
         'backend': jax.default_backend(), 'model_options': models_lib.model_options(run.model),
         'members_trained_together': len(run.members) if run.grouped else 1,
         'device': machine.device(), 'commit': machine.commit(),

@@ -93,6 +93,9 @@ def test_early_stopping(tmp_path, data_dir):
       tiny_config(data_dir, num_epochs=10, **{'early_stopping.patience': 2,
                                               'early_stopping.min_delta': 1e9}), workdir)
   assert again['stopped_early'] and len(read_metrics(workdir, 'validation')) == 3
+  # It reports the whole run's training rate (nothing was trained this time).
+  assert again['images_per_second'] == pytest.approx(
+      12 * tiny_config(data_dir).batch_size / again['train_seconds'])
 
 
 def test_steps_per_call_and_streaming_match(tmp_path, data_dir):
