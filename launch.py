@@ -46,6 +46,7 @@ _fail = cli.fail
 def summary(workdir: str, name: str = 'results.md') -> str:
   """The end of a run or study on the terminal: the first table of its results.md (study.md)
   and where everything is."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
   path = os.path.join(workdir, name)
   with open(path) as f:
     lines = f.read().splitlines()
@@ -162,8 +163,7 @@ def main(argv):
     if study.is_study(config):  # configs/studies/: every member, then the tables and figures
       done = study.run_study(config, FLAGS.workdir)
       if writers.is_writer() and not done.get('preempted'):
-        print(summary(os.path.abspath(os.path.expanduser(FLAGS.workdir)), 'study.md'),
-              flush=True)
+        print(summary(FLAGS.workdir, 'study.md'), flush=True)
     else:
       result = train.train_and_evaluate(config, FLAGS.workdir)
       if writers.is_writer() and not result.get('preempted'):
