@@ -121,18 +121,28 @@ def from_density(train_codes: np.ndarray, density) -> EntropyModel:
                       learned=True)
 
 
+def host_count(available: int, image_shape) -> int:
+  """How many of `available` images fit in HOST_BYTES (at least one)."""
+  return min(available, max(1, HOST_BYTES // int(np.prod(image_shape))))
+
+
 def fit_count(available: int, image_shape) -> int:
-  """How many images a fit or a measurement codes: at most FIT_IMAGES and HOST_BYTES."""
-  return min(FIT_IMAGES, available, max(1, HOST_BYTES // int(np.prod(image_shape))))
+  """How many images a fit codes: at most FIT_IMAGES and HOST_BYTES."""
+  return min(FIT_IMAGES, host_count(available, image_shape))
 
 
-def fit_for(codes: np.ndarray, model, variables, learned: bool) -> EntropyModel:
-  """The entropy model of a trained model from its training codes: Balle's learned density
-  where the model learned one (`learned`: a rate-distortion run), else counted tables."""
+def fit_for(codes: np.ndarray, model, variables, learned: bool,
+            weights_step: int | None = None) -> EntropyModel:
+  """The entropy model of a trained model (its weights of checkpoint `weights_step`) from its
+  training codes: Balle's learned density where the model learned one (`learned`: a
+  rate-distortion run), else counted tables."""
   if learned:
-    return from_density(codes, lambda low, size: balle.discretized_density(
+    fitted = from_density(codes, lambda low, size: balle.discretized_density(
         model, variables, low, size))
-  return fit(codes)
+  else:
+    fitted = fit(codes)
+  fitted.weights_step = None if weights_step is None else int(weights_step)
+  return fitted
 
 
 def code_images(model: bitstream.CodeModel, codes: np.ndarray) -> tuple[list[bytes], np.ndarray]:

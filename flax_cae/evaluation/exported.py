@@ -139,7 +139,6 @@ def fit_entropy_model(trained: trained_lib.Trained, data_dir: str = ''):
       np.asarray(trained.encode(trained.variables, sources.load_arrays(
           source, np.arange(i, min(i + CHUNK, n)))['image'])['latent'], np.float32)
       for i in range(0, n, CHUNK)])
-  model = entropy.fit_for(codes, trained.model, trained.variables,
-                          learned=trained.task == 'rate_distortion')
-  model.weights_step = int(trained.results['best_step'])
-  return model, n
+  return entropy.fit_for(codes, trained.model, trained.variables,
+                         learned=trained.task == 'rate_distortion',
+                         weights_step=trained.results['best_step']), n

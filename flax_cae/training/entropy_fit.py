@@ -59,11 +59,11 @@ def _fit(run, state, m: int, path: str, split, step: int) -> dict:
   codes = np.concatenate([np.asarray(encode(fit_images[i:i + chunk]))
                           for i in range(0, n_fit, chunk)])
   codec = entropy.fit_for(codes, model, variables,
-                          learned=tasks.task_name(run.config) == 'rate_distortion')
-  codec.weights_step = int(step)
+                          learned=tasks.task_name(run.config) == 'rate_distortion',
+                          weights_step=step)
   if writers.is_writer():
     codec.save(path)
-  n_eval = min(split.n, max(1, entropy.HOST_BYTES // int(np.prod(train.image_shape))))
+  n_eval = entropy.host_count(split.n, train.image_shape)
   points = entropy.measure(codec, encode, decode, run.trainer.sample_images(split, n_eval),
                            chunk)
   default = next(p for p in points if p['step'] == codec.default_step)

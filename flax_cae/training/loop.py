@@ -337,8 +337,7 @@ def finish(run: Run) -> list[dict]:
         if kept not in last:  # (a member kept the step of an earlier one)
           last.clear()
           last[kept] = run.state if kept == run.step else run.ckpts.restore(kept, run.state)[0]
-        result.update(entropy_fit.fit(run, last[kept], m, member.workdir, shown,
-                                               kept))
+        result.update(entropy_fit.fit(run, last[kept], m, member.workdir, shown, kept))
       if has_test:
         member.writer.write(kept, 'test', test)
       logging.info('%s%s: %s (%s, step %s).',
