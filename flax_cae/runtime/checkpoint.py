@@ -283,7 +283,8 @@ class Reader:
     """The step was deleted (by the run that owns the folder) while it was being read."""
 
   # Orbax lists a folder, then reads each step's timestamp: a step the writer deletes in
-  # between fails the listing with FileNotFoundError, and listing again is right.
+  # between fails the listing with FileNotFoundError (or NotADirectoryError, when it goes
+  # between orbax's exists() and is_dir()), and listing again is right.
   LIST_ATTEMPTS = 10
 
   def __init__(self, directory: str):
@@ -301,9 +302,10 @@ class Reader:
     for attempt in range(self.LIST_ATTEMPTS):
       try:
         return fn()
-      except FileNotFoundError:
+      except (FileNotFoundError, NotADirectoryError):
         if attempt == self.LIST_ATTEMPTS - 1:
           raise
+        time.sleep(0.01 * (attempt + 1))
 
   def steps(self) -> list[int]:
     """The finished checkpoints now on disk (re-listed at every call)."""

@@ -64,6 +64,25 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
   reader.close()
 
 
+def test_a_reader_lists_again_when_a_step_vanishes_mid_listing(tmp_path, monkeypatch):
+  # Orbax checks a step's folder with exists() then is_dir(): a step the writer deletes in
+  # between raises NotADirectoryError (or FileNotFoundError) from the listing itself.
+  ckpts = Checkpoints(str(tmp_path / 'ckpt'), keep=2)
+  ckpts.save(1, {'w': np.ones(3, np.float32)}, {'epoch': 1}, metrics={'psnr': 1.0})
+  ckpts.close()
+  reader = Reader(str(tmp_path / 'ckpt'))
+  reload, failures = reader.manager.reload, [NotADirectoryError('gone'), FileNotFoundError('gone')]
+
+  def vanishing_reload():
+    if failures:
+      raise failures.pop()
+    return reload()
+  monkeypatch.setattr(reader.manager, 'reload', vanishing_reload)
+  assert reader.steps() == [1]
+  assert not failures
+  reader.close()
+
+
 def test_final_results_use_the_best_checkpoint(tmp_path, data_dir):
   # A learning rate this large wrecks the model after the first epoch, so the best
   # validation PSNR is early and must be the one reported, and kept on disk.
