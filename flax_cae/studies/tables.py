@@ -16,7 +16,8 @@ from flax_cae.runtime import writers
 
 CSV_COLUMNS = ('member', 'x', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim', 'test_ssim_std',
                'test_mse', 'test_mse_std', 'test_snr', 'test_snr_std', 'noise',
-               'test_noisy_psnr', 'test_noisy_snr', 'test_kl', 'final_validation_loss', 'bottleneck_floats',
+               'test_noisy_psnr', 'test_noisy_snr', 'test_kl', 'validation_psnr',
+               'final_validation_loss', 'bottleneck_floats',
                'compression_ratio', 'parameters', 'train_seconds', 'images_per_second',
                'learning_rate', 'learning_rate_tuned', 'accuracy_original',
                'accuracy_reconstruction', 'accuracy_ratio', 'diverged', 'note')
@@ -44,7 +45,7 @@ def row(name, runs, tuned):
   row = {'member': name, 'seeds': len(runs), 'diverged': len(runs) - len(ok),
          'workdirs': [d for _, d in runs]}
   for key in ('test_psnr', 'test_ssim', 'test_mse', 'test_snr', 'test_noisy_psnr',
-              'test_noisy_snr', 'test_kl'):
+              'test_noisy_snr', 'test_kl', 'validation_psnr'):
     row[key], row[f'{key}_std'] = mean_std([r.get(key) for r, _ in ok])
   row['final_validation_loss'] = mean_std([_final_validation_loss(d) for _, d in ok])[0]
   row['train_seconds'] = mean_std([r.get('train_seconds') for r, _ in ok])[0]
@@ -94,7 +95,7 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
   header = ('| member |' + (f' {x_name} |' if x_name else '')
             + (' noise | noisy input PSNR (dB) | noisy input SNR (dB) |' if noisy else '')
             + ' test PSNR (dB) | test SNR (dB) | test SSIM | test MSE |'
-            + (' KL |' if vae else '') + ' final val. loss | bottleneck floats '
+            + (' KL |' if vae else '') + ' val. PSNR (dB) | final val. loss | bottleneck floats '
             '| compression |' + (' classifier accuracy: originals | reconstructions | ratio |'
                                  if classifier else '')
             + ' parameters | train time (s) | images/s | learning rate | note |')
@@ -119,7 +120,8 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
           if noisy else []),
         _pm(r, 'test_psnr', 2), _pm(r, 'test_snr', 2), _pm(r, 'test_ssim', 4),
         _pm(r, 'test_mse', 5), *([fmt(r.get('test_kl'), 3)] if vae else []),
-        fmt(r.get('final_validation_loss'), 5), fmt(r.get('bottleneck_floats')),
+        _pm(r, 'validation_psnr', 2), fmt(r.get('final_validation_loss'), 5),
+        fmt(r.get('bottleneck_floats')),
         '–' if not ratio else f'{ratio:.2f}x',
         *([fmt(r.get(k), 4) for k in ('accuracy_original', 'accuracy_reconstruction',
                                        'accuracy_ratio')] if classifier else []),
@@ -129,7 +131,8 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
   lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SNR: mean of per-image '
             '10 log10(signal power / error power); SSIM: dm-pix (11-tap Gaussian, '
             'sigma 1.5, valid filtering), mean of per-image values; both on the test split with '
-            f"each member's best checkpoint by validation {run_lib.selection_metric(base)}. PCA rows: the optimal linear code "
+            f"each member's best checkpoint by validation {run_lib.selection_metric(base)}; val. PSNR: "
+            "that checkpoint's PSNR on the validation split, the number to compare members by. PCA rows: the optimal linear code "
             'with as many floats as the bottleneck above it, fitted on the training split, '
             'scored on the same test images. "not a compression": the decoder receives at least '
             'as many floats as the image holds.', '']
