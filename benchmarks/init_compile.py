@@ -3,19 +3,28 @@ flax_cae.runtime.xla.INIT_OPTIONS (what Trainer.init_state uses), same parameter
 
 Each row builds the config's model and Trainer and times `init_state()` (trace, compile, run;
 a fresh compile every call: no persistent cache) with each setting, alternating, the median
-of --rounds; it checks that both give identical parameters and optimizer state.
+of --rounds; it checks that both give identical parameters and optimizer state. Prints a
+Markdown table under a header naming the device, the CPU model and its vector extensions,
+the versions, the date and the commit; --out=PATH writes PATH.md, PATH.csv and PATH.json
+(docs/tables.py reads the CSV).
 
   python benchmarks/init_compile.py [--configs=default,cifar10_best256,...] [--rounds=3]
+      [--out=benchmarks/results/NAME]
 """
 
 import argparse
+import csv
+import datetime
+import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 os.environ.pop('JAX_COMPILATION_CACHE_DIR', None)  # time the compiler, not a cache read
 
+import flax
 import jax
 import numpy as np
 
@@ -61,6 +70,7 @@ def main():
   parser.add_argument('--configs', default=','.join(CONFIGS))
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--image', default='32,32,3', help='H,W,C')
+  parser.add_argument('--out', default='', help='write OUT.md, OUT.csv and OUT.json')
   args = parser.parse_args()
   shape = tuple(int(v) for v in args.image.split(','))
   ours = xla.init_compiler_options()
@@ -83,18 +93,48 @@ def main():
     same = all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(states['default']), jax.tree.leaves(states['ours']), strict=True))
     params = sum(x.size for x in jax.tree.leaves(states['ours'].params))
-    rows.append((name, config.model.name, params, float(np.median(times['default'])),
-                 float(np.median(times['ours'])), same))
+    rows.append({'config': name, 'model': config.model.name, 'parameters': int(params),
+                 'default_s': float(np.median(times['default'])),
+                 'init_options_s': float(np.median(times['ours'])), 'bit_identical': same,
+                 'rounds_default_s': times['default'], 'rounds_init_options_s': times['ours']})
 
-  print(f'\nTrainer.init_state(), {shape}, median of {args.rounds}; XLA default vs '
-        f'{ours}; {machine.describe()}\n')
-  print('| config | model | parameters | XLA default s | INIT_OPTIONS s | speed-up | bit-identical |')
-  print('|---|---|---|---|---|---|---|')
-  for name, model_name, params, slow, fast, same in rows:
-    print(f'| {name} | {model_name} | {params:,} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f}x '
-          f'| {"yes" if same else "NO"} |')
-  if not all(r[-1] for r in rows):
+  title = header(shape, args.rounds, ours)
+  lines = [f'A run\'s start: {title}', '',
+           '| config | model | parameters | XLA default s | INIT_OPTIONS s | speed-up | '
+           'bit-identical |', '|---|---|---|---|---|---|---|']
+  lines += [f"| {r['config']} | {r['model']} | {r['parameters']:,} | {r['default_s']:.1f} | "
+            f"{r['init_options_s']:.1f} | {r['default_s'] / r['init_options_s']:.1f}x | "
+            f"{'yes' if r['bit_identical'] else 'NO'} |" for r in rows]
+  text = '\n'.join(lines)
+  print('\n' + text)
+  if args.out:
+    write(args.out, title, rows, text)
+  if not all(r['bit_identical'] for r in rows):
     sys.exit('INIT_OPTIONS changed the initial state: it must not.')
+
+
+def header(shape, rounds: int, options: dict) -> str:
+  """The run's header line: what was timed, the device, the CPU model and its vector
+  extensions, the versions, the host, the date and the commit (as throughput.py's)."""
+  dev = jax.devices()[0]
+  return (f'Trainer.init_state(), {"x".join(map(str, shape))} images, median of {rounds}, '
+          f'XLA default vs {options}; {jax.device_count()} x {dev.device_kind} '
+          f'({jax.default_backend()}), CPU: {machine.cpu()}, jax {jax.__version__}, '
+          f'flax {flax.__version__}, {platform.node()}, {datetime.date.today()}, '
+          f'commit {machine.commit()}')
+
+
+def write(out: str, title: str, rows: list[dict], text: str):
+  """OUT.md (the printed table), OUT.json (header and rows with every round), OUT.csv (the
+  rows without the rounds)."""
+  Path(out).parent.mkdir(parents=True, exist_ok=True)
+  Path(out + '.md').write_text(text + '\n')
+  Path(out + '.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
+  flat = [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
+  with open(out + '.csv', 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=list(flat[0]))
+    w.writeheader()
+    w.writerows(flat)
 
 
 if __name__ == '__main__':

@@ -4,18 +4,24 @@ Sets `DEFAULT_STEPS_PER_CALL` in flax_cae/runtime/xla.py. Trains the real model 
 (`flax_cae.training.trainer.Trainer`) on CIFAR-10-sized uint8 data kept on the device, for
 several steps-per-call values, plus the host-streaming path at 1 step per call, and
 prints images/s (steady state, after a compile call, timed with block_until_ready)
-as a Markdown table; --json writes the rows too.
+as a Markdown table under a header naming the device, the CPU model and its vector
+extensions, the versions, the date and the commit; --out=PATH writes PATH.md, PATH.csv and
+PATH.json (docs/tables.py reads the CSV), --json writes the rows alone.
 
   python benchmarks/steps_per_call.py [--model=improved_cae] [--batch=256] [--steps=16] [--ks=1,4]
+      [--out=benchmarks/results/NAME]
 """
 
 import argparse
+import csv
+import datetime
 import json
-import subprocess
+import platform
 import sys
 import time
 from pathlib import Path
 
+import flax
 import jax
 import numpy as np
 
@@ -23,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configs import s1  # pylint: disable=g-import-not-at-top
+from flax_cae.runtime import host_memory
 from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import loop as train
@@ -63,8 +70,12 @@ def main():
   parser.add_argument('--ks', default='1,4', help='steps per call to compare')
   parser.add_argument('--image', default='32,32,3', help='H,W,C of the synthetic data')
   parser.add_argument('--n', type=int, default=4096, help='synthetic training images')
+  parser.add_argument('--cpu_malloc', default='keep', choices=host_memory.CPU_MALLOC,
+                      help="as launch.py's config.cpu_malloc, applied before JAX starts")
   parser.add_argument('--json', default='', help='also write the rows to this file')
+  parser.add_argument('--out', default='', help='write OUT.md, OUT.csv and OUT.json')
   args = parser.parse_args()
+  memory = host_memory.configure(args.cpu_malloc)
 
   shape = tuple(int(v) for v in args.image.split(','))
   config = s1.get_s1_config('cifar10', 'improved')
@@ -88,23 +99,49 @@ def main():
     settings = [(int(k), on_device) for k in args.ks.split(',')] + [(1, streamed)]
     for k, split in settings:
       state, rate = measure(trainer, state, split, k, args.steps, args.batch, mesh)
-      rows.append({'data': 'device (uint8)' if split.on_device else 'host, streamed',
+      rows.append({'model': args.model, 'batch': args.batch,
+                   'data': 'device (uint8)' if split.on_device else 'host, streamed',
                    'steps_per_call': k, 'images_per_second': round(rate, 1)})
 
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
+  commit = machine.commit()
+  title = header(args.model, args.batch, shape, memory, commit)
   base = rows[0]['images_per_second']
-  print(f'\n{args.model}, batch {args.batch}, {shape}; {machine.describe()}\n')
-  print('| data | steps per call | images/s | vs 1 step per call |')
-  print('|---|---|---|---|')
-  for r in rows:
-    print(f"| {r['data']} | {r['steps_per_call']} | {r['images_per_second']:,.0f} | "
-          f"{r['images_per_second'] / base:.2f}x |")
+  lines = [f'Steps per device call: {title}', '',
+           '| data | steps per call | images/s | vs 1 step per call |', '|---|---|---|---|']
+  lines += [f"| {r['data']} | {r['steps_per_call']} | {r['images_per_second']:,.0f} | "
+            f"{r['images_per_second'] / base:.2f}x |" for r in rows]
+  text = '\n'.join(lines)
+  print('\n' + text)
   if args.json:
     Path(args.json).write_text(json.dumps(
         {'model': args.model, 'batch': args.batch, 'backend': jax.default_backend(),
          'device': jax.devices()[0].device_kind, 'jax': jax.__version__, 'commit': commit,
          'rows': rows}, indent=2))
+  if args.out:
+    write(args.out, title, rows, text)
+
+
+def header(model: str, batch: int, shape, memory: str, commit: str) -> str:
+  """The run's header line: what was timed, the device, the CPU model and its vector
+  extensions, the versions, the host, the date and the commit (as throughput.py's)."""
+  dev = jax.devices()[0]
+  return (f'{model}, batch {batch}, {"x".join(map(str, shape))} images; '
+          f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
+          f'CPU: {machine.cpu()}, jax {jax.__version__}, flax {flax.__version__}, '
+          f'{platform.node()}, {datetime.date.today()}, commit {commit}, '
+          f'host memory: {memory}')
+
+
+def write(out: str, title: str, rows: list[dict], text: str):
+  """OUT.md (the printed table), OUT.json (header and rows), OUT.csv (the rows)."""
+  path = Path(out)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Path(out + '.md').write_text(text + '\n')
+  Path(out + '.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
+  with open(out + '.csv', 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
 
 
 if __name__ == '__main__':

@@ -307,6 +307,195 @@ def rd_best64():
                 'over PCA-64 at the same step (dB)', "BD-rate vs JPEG's scan alone"], rows)
 
 
+# --- codes better than PCA -----------------------------------------------------------------
+
+
+def config_of(name: str) -> dict:
+  return json.loads((RECORDS / name / 'config.json').read_text())
+
+
+def epochs_curve(name: str, key: str = 'psnr') -> list[tuple[float, float]]:
+  """(epoch, validation value) at each evaluation of a recorded run."""
+  r, c = run(name), config_of(name)
+  steps_per_epoch = r['total_steps'] / c['num_epochs']
+  return [(step / steps_per_epoch, v) for step, v in curve(name, key)]
+
+
+@register
+def best_codes():
+  pca = rows_by(RECORDS / 'best_codes' / 'study.csv')['PCA (256 floats)']
+  rows = []
+  for name, code in (('cifar10_best256', '8x8x4 spatial, 256 floats'),
+                     ('cifar10_improved', 'one dense vector, 256 floats (S1\'s ImprovedCAE)')):
+    r, c = run(name), config_of(name)
+    bold = '**' if name == 'cifar10_best256' else ''
+    rows.append([f'`{name}`', code, f'{r["parameters"]:,}', str(c['num_epochs']),
+                 f'{bold}{r["test_psnr"]:.2f}{bold}', f'{bold}{r["test_ssim"]:.3f}{bold}',
+                 f'{pca["test_psnr"]:.2f} / {pca["test_ssim"]:.3f}',
+                 f'{r["test_psnr"] - pca["test_psnr"]:+.2f} dB'])
+  return table(['config', 'code', 'parameters', 'epochs', 'test PSNR (dB)', 'test SSIM',
+                'PCA, same floats: PSNR (dB) / SSIM', 'over PCA'], rows)
+
+
+@register
+def best256_curve():
+  points = epochs_curve('cifar10_best256')
+  ssim = epochs_curve('cifar10_best256', 'ssim')
+  return table(['epoch'] + [f'{e:g}' for e, _ in points],
+               [['validation PSNR (dB)'] + [f'{v:.2f}' for _, v in points],
+                ['validation SSIM'] + [f'{v:.3f}' for _, v in ssim]])
+
+
+LEVERS = {
+    'best256': 'none (the recipe: one block at 8x8)',
+    'no_blocks': 'no residual block',
+    'res_blocks': 'one residual block per stage',
+    'wider': 'wider (48, 96, 192)',
+    'half_width': 'half width (16, 32, 64)',
+    'silu': 'SiLU instead of GELU',
+    'relu': 'ReLU instead of GELU',
+    'batch_norm': 'BatchNorm',
+    'group_norm': 'GroupNorm (32 groups)',
+    'no_weight_decay': 'no weight decay',
+    'weight_decay_1e-2': 'weight decay 1e-2 (from 1e-4)',
+    'constant_lr': 'constant learning rate (no warm-up, no cosine)',
+    'l1': 'L1 loss',
+    'mse_ssim': 'MSE + SSIM loss',
+    'neg_psnr': 'loss `neg_psnr` (-10 log10 MSE per image)',
+    'ema': 'EMA of the parameters (0.999)',
+    'flip': 'random left-right flips',
+    'flip_crop': 'flips and shifts of up to 4 pixels',
+    'bfloat16': 'bfloat16 compute',
+}
+
+
+@register
+def best_levers():
+  rows = {n: r for n, r in rows_by(RECORDS / 'best_levers' / 'study.csv').items()
+          if not n.startswith('PCA')}
+  base = rows['best256']
+  out = []
+  for name, r in rows.items():
+    bold = '**' if r['validation_psnr'] > base['validation_psnr'] + 0.5 else ''
+    out.append([LEVERS[name], f'{bold}{r["validation_psnr"]:.2f}{bold}',
+                '–' if name == 'best256' else f'{r["validation_psnr"] - base["validation_psnr"]:+.2f}',
+                f'{r["images_per_second"]:,.0f}',
+                f'{r["images_per_second"] / base["images_per_second"]:.2f}x',
+                f'{r["parameters"]:,}'])
+  return table(['change from the recipe', 'validation PSNR (dB)', 'vs recipe', 'train img/s',
+                'vs recipe', 'parameters'], out)
+
+
+# --- the codec page ------------------------------------------------------------------------
+
+ASTRONAUT = {'cifar10_best256': 'the whole image, padded to a multiple of 4',
+             'cifar10_improved': '256 tiles of 32x32'}
+
+
+@register
+def astronaut():
+  rows = []
+  for name, how in ASTRONAUT.items():
+    for r in read_csv(RECORDS / 'astronaut' / f'{name}.csv'):
+      label = (f'flax-cae `{name}` ({how})' if r['codec'].startswith('flax-cae')
+               else f'{r["codec"].split()[0]} quality {r["quality"]}, at most `{name}`\'s bytes')
+      rows.append([label, f'{r["bytes"]:,}', f'{r["bpp"]:.3f}', f'{r["psnr"]:.2f}'])
+  return table(['codec', 'bytes', 'bpp', 'PSNR (dB)'], rows)
+
+
+# --- the README ----------------------------------------------------------------------------
+
+ZOO = ROOT / 'flax_cae' / 'zoo'
+
+
+def shipped(name: str) -> dict:
+  return json.loads((ZOO / name / 'model.json').read_text())
+
+
+def _one_digit(d: float) -> str:
+  """A small difference to its first significant digit: -0.00002, +0.003."""
+  places = max(0, -math.floor(math.log10(abs(d)))) if d else 0
+  return f'{d:+.{places}f}'
+
+
+SHIPPED = {  # what the numbers cannot say
+    'cifar10_best256': ('`res_cae`, one residual block at 8x8, 60 epochs',
+                        'CIFAR-10 training JPEGs: 40,000 / 5,000 / 5,000',
+                        '256 floats (8x8x4, fully convolutional)'),
+    'cifar10_improved': ('S1 ImprovedCAE, 30 epochs', 'the same', '256 floats (dense)'),
+}
+
+
+@register
+def readme_shipped():
+  rows = []
+  for name, (model, data, code) in SHIPPED.items():
+    m = shipped(name)
+    scores = m['split']['scores_by_dtype']
+    s = scores[m['dtype']]
+    weights = m['dtype']
+    if m['dtype'] != 'float32':
+      weights += (f' (test PSNR {_one_digit(s["psnr"] - scores["float32"]["psnr"])} dB against '
+                  'float32)')
+    weights += f', {(ZOO / name / "variables.npz").stat().st_size / 1e6:.1f} MB'
+    rows.append([f'`{name}`', model, data, code, f'{s["psnr"]:.2f} dB / {s["ssim"]:.3f}',
+                 f'{s["codec_bpp"]:.3f} bpp, {s["codec_psnr"]:.2f} dB', weights])
+  return table(['name', 'model', 'data', 'code', 'test PSNR / SSIM', 'codec (default step)',
+                'weights'], rows)
+
+
+def _psnr_ssim(r, ssim='test_ssim'):
+  return f'{r["test_psnr"]:.2f} dB / SSIM {r[ssim]:.3f}'
+
+
+@register
+def readme_results():
+  pca5000 = rows_by(RECORDS / 'best_codes' / 'study.csv')['PCA (256 floats)']
+  improved, best256 = run('cifar10_improved'), run('cifar10_best256')
+  arch, losses, optim = (study_csv(f's1_{n}') for n in ('architectures', 'losses', 'optimizers'))
+  best_optim = max((r for n, r in optim.items() if not n.startswith('PCA')),
+                   key=lambda r: r['test_psnr'])['member']
+  spread = [losses[n]['test_psnr'] for n in ('mse', 'l1', 'bce')]
+  skip = arch['improved_skip']
+  s2 = study_csv('s2_compression_rate')
+  s3, s4 = study_csv('s3_faces'), study_csv('s4_colored_mnist')
+  nl3 = next(r for n, r in s3.items() if n.startswith('NL-means'))
+  nl4 = next(r for n, r in s4.items() if n.startswith('NL-means'))
+  rd = rd_points('rd_cifar10')
+  s1_link, best_link = '[S1](docs/studies/s1.md)', '[Codes better than PCA](docs/studies/best-codes.md)'
+  rows = [
+      [f'{s1_link}: ImprovedCAE on CIFAR-10, 30 epochs (shipped as `cifar10_improved`)',
+       f'{_psnr_ssim(improved)} (S1 reports 23.92 dB)',
+       f'PCA with 256 floats on the same split: {_psnr_ssim(pca5000)}'],
+      [f'{s1_link}: optimizers, losses, architectures (10 epochs)',
+       f'{best_optim.capitalize()} best; MSE, L1, BCE within {max(spread) - min(spread):.2f} dB; '
+       f'skips reach {skip["test_psnr"]:.2f} dB only with {skip["bottleneck_floats"]:,} floats '
+       '(more than the image)',
+       f'PCA-256: {arch["PCA (256 floats)"]["test_psnr"]:.2f} dB'],
+      ['[S2](docs/studies/s2.md): compression rate 8 (512 floats)',
+       f'LeNet-5 keeps {100 * s2["rate_8"]["accuracy_ratio"]:.1f} % of its accuracy on the '
+       f'reconstructions; {s2["rate_8"]["test_psnr"]:.2f} dB',
+       f'PCA-512: {100 * s2["PCA (512 floats)"]["accuracy_ratio"]:.1f} %; '
+       f'{s2["PCA (512 floats)"]["test_psnr"]:.2f} dB'],
+      ['[S3](docs/studies/s3.md): faces, 64 floats',
+       f'CAE {s3["cae"]["test_psnr"]:.2f} dB, FC AE {s3["fc_ae"]["test_psnr"]:.2f} dB; denoising '
+       f'{s3["cae_denoise"]["test_psnr"] - s3["cae_denoise"]["test_noisy_psnr"]:+.1f} dB',
+       f'PCA-64: {s3["PCA (64 floats)"]["test_psnr"]:.2f} dB; NL-means denoising: '
+       f'{nl3["test_psnr"]:.2f} dB'],
+      ['[S4](docs/studies/s4.md): denoising colored MNIST',
+       f'AE with BatchNorm and dropout: {s4["ae_dropout_bn"]["test_psnr"]:.2f} dB (noisy input '
+       f'{s4["ae_dropout_bn"]["test_noisy_psnr"]:.2f})',
+       f'NL-means: {nl4["test_psnr"]:.2f} dB'],
+      [f'{best_link}: `cifar10_best256`, 256 floats', f'**{_psnr_ssim(best256)}**',
+       f'PCA-256: {_psnr_ssim(pca5000)}'],
+      ['[Compression in bytes](docs/studies/compression-in-bytes.md): `cifar10_best256`\'s '
+       'recipe without its block (256 floats), quantized and range-coded',
+       f'BD-rate {pct(bd(rd, "best256", "WebP"))} against WebP files',
+       f'PCA-256 coded the same way: {pct(bd(rd, "PCA (256 floats)", "WebP"))}'],
+  ]
+  return table(['study (page)', 'flax-cae', 'baseline beside it'], rows)
+
+
 # --- writing and checking pages ----------------------------------------------------------
 
 
@@ -331,9 +520,18 @@ def differences(paths=None) -> list[str]:
       if want != m['body']:
         diff = '\n'.join(difflib.unified_diff(m['body'].splitlines(), (want or '').splitlines(),
                                               'page', 'records', lineterm='', n=0))
-        out.append(f'{path.relative_to(ROOT)}: table {m["name"]} differs from its records '
+        out.append(f'{_shown(path)}: table {m["name"]} differs from its records '
                    f'(run python docs/tables.py):\n{diff}')
   return out
+
+
+def _shown(path: pathlib.Path) -> str:
+  return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def marked(paths=None) -> list[tuple[pathlib.Path, str]]:
+  """(page, table name) of every marked table."""
+  return [(p, m['name']) for p in paths or pages() for m in MARKER.finditer(p.read_text())]
 
 
 def write_all():
@@ -406,7 +604,7 @@ def main():
     record(pathlib.Path(args.record), args.name)
   elif args.check:
     diffs = differences()
-    print('\n\n'.join(diffs) or f'{len(TABLES)} tables match their records.')
+    print('\n\n'.join(diffs) or f'{len(marked())} tables match their records.')
     sys.exit(1 if diffs else 0)
   else:
     write_all()

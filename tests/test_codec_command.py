@@ -2,6 +2,7 @@
 the numbers it prints checked against the files it wrote, and every bad input one sentence,
 exit status 2, with nothing written."""
 
+import csv
 import pathlib
 import re
 import subprocess
@@ -146,6 +147,12 @@ def test_compare_puts_the_model_beside_jpeg_and_webp_at_no_more_bytes(photos, tm
   assert n_bytes[0] == len(model.compress(np.asarray(Image.open(photos / 'coffee.png')))[0])
   picture = Image.open(tmp_path / 'coffee_compare.png')
   assert picture.format == 'PNG' and picture.width > 4 * 128
+  with open(tmp_path / 'coffee_compare.csv') as f:
+    table = list(csv.DictReader(f))
+  assert [int(r['bytes']) for r in table] == n_bytes
+  assert [r['codec'].split()[0] for r in table] == ['flax-cae', 'JPEG', 'WebP']
+  for r, row in zip(table, rows):
+    assert f'{float(r["psnr"]):.2f}' in row, (r, row)
 
 
 def test_nothing_is_overwritten_and_odd_images_are_taken(photos, tmp_path):

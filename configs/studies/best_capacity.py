@@ -1,11 +1,9 @@
 """Capacity for the 256- and 64-float codes, over the recipe's full schedules. The
-recipe (one residual block at 8x8) against no blocks (the first recipe, which ended flat
-below the target, PCA + 1 dB, on the CPU), more depth at the low-resolution stages
+recipe (one residual block at 8x8) against no blocks, more depth at the low-resolution stages
 (`model.stage_blocks`), depth with width; for 64 floats the recipe (a dense code, flips and
 shifts, loss neg_psnr) with one change at a time and the earlier spatial codes. Sized
-for a GPU (`bash benchmarks/device_run.sh capacity`, one call); on the 2-core CPU,
-stage_blocks (0, 0, 1) and (0, 1, 2) train at 0.53x and 0.29x the images/s of no blocks
-(docs/studies/best-codes.md).
+for a GPU (`bash benchmarks/device_run.sh capacity`, one call): each block costs images/s,
+most at the high-resolution stages.
 PCA at each code size sits beside the members; choose on validation PSNR, not on the test
 split.
 

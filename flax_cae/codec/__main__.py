@@ -9,7 +9,8 @@ launch.py workdir. compress writes DIR/<name>.fcae per image and prints its byte
 pixel, and PSNR and SSIM of its decoded image against the original; decompress writes
 DIR/<name>.png; compare codes each image with the model, and with JPEG and WebP at the
 highest quality whose file is no larger, and writes DIR/<name>_compare.png: the original and
-the three decoded pictures side by side, bytes and PSNR under each. Images are converted to
+the three decoded pictures side by side, bytes and PSNR under each (and the numbers in
+DIR/<name>_compare.csv). Images are converted to
 the model's channels (RGB, or grey for a grey model; alpha dropped). A file that is not an
 image, cannot be read, or holds a stream of another model is one sentence and exit status
 2; every input is read and coded before anything is written, and files are written whole or
@@ -147,6 +148,7 @@ def compare(model, paths: list[str], out: str, step) -> list[dict]:
   """The model's stream, and JPEG's and WebP's files of at most as many bytes, per image."""
   from flax_cae.codec import classical  # pylint: disable=g-import-not-at-top
   targets = _targets(paths, out, '_compare.png')
+  _targets(paths, out, '_compare.csv')  # refused likewise if already there
   rows, files = [], {}
   for path, target in zip(paths, targets):
     image = _read_image(path, model.image_shape[2])
@@ -161,9 +163,20 @@ def compare(model, paths: list[str], out: str, step) -> list[dict]:
            'codecs': [{'codec': name, 'bytes': n, 'psnr': _psnr(pic, image), 'quality': q}
                       for name, pic, n, q in panels[1:]]}
     files[target] = _figure(panels, image)
+    files[target[:-len('.png')] + '.csv'] = _compare_csv(row['codecs'], image)
     rows.append(row)
   _write_all(files)
   return rows
+
+
+def _compare_csv(codecs: list[dict], image) -> bytes:
+  """The comparison's numbers, a row per codec, for tables made from them."""
+  pixels = image.shape[0] * image.shape[1]
+  lines = ['codec,quality,bytes,bpp,psnr']
+  for c in codecs:
+    lines.append(f'{c["codec"]},{c["quality"] if c["quality"] is not None else ""},{c["bytes"]},'
+                 f'{8 * c["bytes"] / pixels!r},{float(c["psnr"])!r}')
+  return ('\n'.join(lines) + '\n').encode()
 
 
 def _figure(panels, image) -> bytes:

@@ -193,7 +193,7 @@ def build_model(config, image_shape, num_classes: int = 10) -> nn.Module:
   conv_input_grad = config.get('conv_input_grad', 'auto')
   if conv_input_grad not in CONV_INPUT_GRADS:
     raise unknown_name('conv_input_grad', conv_input_grad, CONV_INPUT_GRADS)
-  if conv_input_grad == 'auto':  # measured on CPU only so far: benchmarks/RESULTS.md
+  if conv_input_grad == 'auto':  # measured on CPU only so far: docs/speed.md
     conv_input_grad = 'subpixel' if jax.default_backend() == 'cpu' else 'xla'
   for key in ('latent_dim', 'hidden_dim'):
     if config.get(key, 1) <= 0:

@@ -256,7 +256,7 @@ class ConvTranspose(nn.Module):
 def max_pool_2x2(x):
   """2x2 stride-2 max-pooling that rounds up (odd sizes are padded with -inf at the end, as
   nn.max_pool(padding='SAME') does), written as a reshape and a max: XLA's CPU backend runs
-  the max_pool gradient (select-and-scatter) 2-5x slower (benchmarks/RESULTS.md). Same
+  the max_pool gradient (select-and-scatter) several times slower. Same
   outputs; same gradients except where a window holds tied maxima, which share the
   gradient instead of one taking it all."""
   b, h, w, c = x.shape

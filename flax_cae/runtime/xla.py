@@ -19,7 +19,7 @@ DEFAULT_STEPS_PER_CALL = {'cpu': 1, 'gpu': 16, 'tpu': 16}
 
 # config.cpu_convolutions: the XLA options of every compiled step on the CPU backend. XLA
 # hands convolutions to YNNPACK by default (jax 0.10); for these models Eigen's convolutions
-# measured about 2x faster on the project's CPU (benchmarks/RESULTS.md), so 'eigen' keeps
+# measured faster on the project's CPU (docs/speed.md: cpu_levers), so 'eigen' keeps
 # only dots and reductions on YNNPACK. 'xla' leaves XLA's own choice.
 CPU_CONVOLUTIONS = {
     'eigen': {'xla_cpu_experimental_ynn_fusion_type':
