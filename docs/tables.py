@@ -377,8 +377,9 @@ def best_levers():
   out = []
   for name, r in rows.items():
     bold = '**' if r['validation_psnr'] > base['validation_psnr'] + 0.5 else ''
+    gain = r['validation_psnr'] - base['validation_psnr']
     out.append([LEVERS[name], f'{bold}{r["validation_psnr"]:.2f}{bold}',
-                '–' if name == 'best256' else f'{r["validation_psnr"] - base["validation_psnr"]:+.2f}',
+                '–' if name == 'best256' else f'{gain:+.2f}' if round(gain, 2) else '0.00',
                 f'{r["images_per_second"]:,.0f}',
                 f'{r["images_per_second"] / base["images_per_second"]:.2f}x',
                 f'{r["parameters"]:,}'])
