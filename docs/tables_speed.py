@@ -85,6 +85,14 @@ def cpu_vs_torch_compile():
                     check=True)
 
 
+@register
+def cpu_xeon_float32():
+  """The same comparison on a 2-core Xeon with AVX-512 and AMX: the models with a PyTorch
+  copy (the others are timed too, without a PyTorch column)."""
+  rows = [r for r in bench_csv('cpu_xeon_float32') if r['model'] in TORCH_MODELS]
+  return throughput('cpu_xeon_float32', [MODEL, TRAIN, EVAL] + EAGER, rows=rows, check=True)
+
+
 # --- CPU levers ----------------------------------------------------------------------------
 
 # cpu_levers.csv's variants: each turns one lever back to XLA's own form.
