@@ -17,6 +17,7 @@ finished checkpoint that no longer reads (a damaged file) is moved to
 """
 
 import contextlib
+import copy
 import dataclasses
 import glob
 import logging as py_logging
@@ -183,6 +184,9 @@ class Checkpoints:
     best-keeping. A save that cannot be written (a full disk) raises StorageError, here or
     at the next save or wait."""
     self.wait()  # orbax would wait here too; this way a failure names the step it was
+    # The JSON is written in the background while the run goes on updating its meta (the
+    # rate at the end of training, the epoch): save a copy, the meta of this step.
+    meta = copy.deepcopy(meta)
     with self._writing(step):
       self.manager.save(
           step,

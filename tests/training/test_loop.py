@@ -64,6 +64,24 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
   reader.close()
 
 
+def test_a_checkpoint_keeps_the_meta_of_its_step_while_the_run_goes_on(tmp_path, monkeypatch):
+  # The save is asynchronous: the run's later changes to its meta (here, the training rate
+  # set after the last save) must not reach the checkpoint written in the background.
+  from flax_cae.runtime import checkpoint  # pylint: disable=import-outside-toplevel
+  written = []
+  json_save = checkpoint.ocp.args.JsonSave
+  monkeypatch.setattr(checkpoint.ocp.args, 'JsonSave',
+                      lambda item: written.append(item) or json_save(item))
+  ckpts = Checkpoints(str(tmp_path / 'ckpt'), keep=2)
+  meta = {'epoch': 3, 'images_per_second': None, 'best_step': [12]}
+  ckpts.save(12, {'w': np.ones(3, np.float32)}, meta, metrics={'score': 1.0})
+  meta['images_per_second'], meta['best_step'][0] = 2000.0, 16  # the run goes on
+  ckpts.wait()
+  assert written == [{'epoch': 3, 'images_per_second': None, 'best_step': [12]}]
+  assert ckpts.restore_meta(12) == {'epoch': 3, 'images_per_second': None, 'best_step': [12]}
+  ckpts.close()
+
+
 def test_a_reader_lists_again_when_a_step_vanishes_mid_listing(tmp_path, monkeypatch):
   # Orbax checks a step's folder with exists() then is_dir(): a step the writer deletes in
   # between raises NotADirectoryError (or FileNotFoundError) from the listing itself.
