@@ -141,7 +141,7 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
       rm -rf "$R/default_run" ;;
     steps) stage steps "$PY" benchmarks/steps_per_call.py "${SPC[@]}" --json="$R/steps_per_call.json" ;;
     float32) stage float32 "$PY" benchmarks/throughput.py "${TP[@]}" "${F32[@]}" --dtypes=float32 \
-               --torch=eager,compile --out="$R/${BACKEND}_float32" ;;
+               --torch=eager,compile,resident --out="$R/${BACKEND}_float32" ;;
     bfloat16) stage bfloat16 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=bfloat16 \
                 --torch=none --out="$R/${BACKEND}_bfloat16" ;;
     levers) stage levers "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 --torch=none \

@@ -7,13 +7,17 @@ images/s, compile time, one full epoch of CIFAR-10-sized data (50,000 32x32x3 im
 including the input path (host -> device copy, epoch permutation, every step), and FLOP/s
 from XLA's cost analysis (against the device's peak where known). With PyTorch installed
 (pip install -e '.[bench]'), the same architecture is trained by benchmarks/torch_reference.py
-on the same data, batch size and machine, eager and torch.compile'd, and checked to be the
-same function (weights copied across, outputs compared); the ratios are flax-cae / PyTorch.
+on the same data, batch size and machine, and checked to be the same function (weights copied
+across, outputs compared); the ratios are flax-cae / PyTorch. Its loops (--torch): `eager` and
+`compile`, the papers' DataLoader loop (each batch copied to the device); `resident`, the loop
+of the CIFAR-10 speed-run codebases (data on the device as uint8, permuted there,
+channels_last, torch.compile with CUDA graphs on a GPU). FLOPs per step come from a one-step
+compile (XLA counts a loop's body once).
 Training is timed in --rounds rounds that alternate between flax-cae and PyTorch, and each
 side's median round is reported, so a slow spell of a noisy machine hits both sides.
 
   python benchmarks/throughput.py [--models=base_cae] [--batch_sizes=64,256]
-      [--dtypes=float32,bfloat16] [--torch=eager,compile] [--out=benchmarks/results/NAME]
+      [--dtypes=float32,bfloat16] [--torch=eager,compile,resident] [--out=benchmarks/results/NAME]
   python benchmarks/throughput.py --scaling=1,2,4,8   # the same step on 1..8 devices
 
 Writes NAME.md, NAME.csv and NAME.json when --out is given.
@@ -136,7 +140,9 @@ def bench_flax(config, images_u8, steps, time_epoch):
   labels = pipeline.to_global(np.zeros((n,), np.int32), sharding, (n,))  # unused by autoencoders
   step_fn = compile_chunk(k)
   compile_s = time.perf_counter() - t0
-  flops = (step_fn.cost_analysis() or {}).get('flops', float('nan'))
+  # XLA's cost analysis counts a loop's body once, so a call of k steps reports one step's
+  # FLOPs, not k: count them on a one-step compile.
+  flops = step_flops(step_fn if k == 1 else compile_chunk(1))
 
   epoch_s = float('nan')
   if time_epoch:  # the input path (copy to the devices, permute) and every step
@@ -182,8 +188,21 @@ def bench_flax(config, images_u8, steps, time_epoch):
 
   peak = peak_flops(jax.devices()[0].device_kind, config.model.dtype)
   return {'eval_ips': eval_ips, 'compile_s': compile_s, 'epoch_s': epoch_s,
-          'flops_per_step': flops / k, 'peak': peak, 'steps_per_call': k, 'model': model,
+          'flops_per_step': flops, 'peak': peak, 'steps_per_call': k, 'model': model,
           'timer': timer}
+
+
+def step_flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, by XLA's cost analysis (NaN if none)."""
+  cost = compiled.cost_analysis() or {}
+  if isinstance(cost, list):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  return float(cost.get('flops', float('nan')))
+
+
+# The PyTorch loops (--torch): the papers' DataLoader loop, eager and compiled, and the
+# device-resident compiled loop of the CIFAR-10 speed-run codebases.
+TORCH_MODES = {'eager': 'eager', 'compile': 'compile', 'resident': 'resident'}
 
 
 def torch_device() -> str:
@@ -209,6 +228,9 @@ def bench_torch(label, model, images_u8, batch, modes):
   out = {'params': n_torch, 'max_diff': max_diff}
   for mode in modes:
     net = tr.TorchAutoencoder(name, model.opts).to(torch_device())
+    if mode == 'resident':  # data on the device, channels_last, compiled: the speed-run loop
+      out[mode] = tr.resident_timer(net, images_u8, batch, device=torch_device())
+      continue
     if mode == 'compile':
       import torch  # pylint: disable=g-import-not-at-top
       net = torch.compile(net)
@@ -240,11 +262,18 @@ def run_table(args, emit):
   images = np.random.default_rng(0).integers(0, 256, (args.epoch_images or args.n, *shape),
                                              dtype=np.uint8)
   torch_modes = [m for m in args.torch.split(',') if m and m != 'none']
+  if set(torch_modes) - set(TORCH_MODES):
+    raise SystemExit(f'--torch: {args.torch!r} names a loop that is not one of '
+                     f'{", ".join(TORCH_MODES)} (or none).')
   torch_version = None
   if torch_modes:
     try:
       import torch  # pylint: disable=g-import-not-at-top
+      import torch_reference as tr  # pylint: disable=g-import-not-at-top
       torch_version = f'{torch.__version__} ({torch_device()})'
+      if 'resident' in torch_modes:
+        torch_version += (f', resident loop compiled with mode '
+                          f"'{tr.compile_mode(torch_device())}'")
     except ImportError:
       print('PyTorch is not installed (pip install -e ".[bench]"): flax-cae only.')
       torch_modes = []
@@ -299,10 +328,11 @@ def table(rows, title, epoch_images, torch_modes):
            'TFLOP/s', 'of peak']
   for m in torch_modes:
     cols += [f'torch_{m}_ips', f'vs_torch_{m}']
-    names += [f'PyTorch {m} img/s', f'flax-cae / PyTorch {m}']
+    names += [f'PyTorch {TORCH_MODES[m]} img/s', f'flax-cae / PyTorch {TORCH_MODES[m]}']
   specs = {'train_ips': ',.0f', 'eval_ips': ',.0f', 'compile_s': '.1f', 'epoch_s': '.2f',
-           'tflops': '.3f', 'peak_fraction': '.1%', 'torch_eager_ips': ',.0f',
-           'torch_compile_ips': ',.0f', 'vs_torch_eager': '.2f', 'vs_torch_compile': '.2f'}
+           'tflops': '.3f', 'peak_fraction': '.1%'}
+  for m in TORCH_MODES:
+    specs.update({f'torch_{m}_ips': ',.0f', f'vs_torch_{m}': '.2f'})
   lines = [f'Training throughput: {title}', '',
            '| ' + ' | '.join(names) + ' |', '|' + '---|' * len(names)]
   for r in rows:
@@ -355,7 +385,10 @@ def main():
                       help='comma-separated settings to compare, each default or KEY=VALUE[+...] '
                            f'with KEY in {", ".join(VARIANT_KEYS)}; e.g. '
                            'default,model.transposed_conv=dilated')
-  parser.add_argument('--torch', default='eager,compile', help='eager,compile | none')
+  parser.add_argument('--torch', default='eager,resident',
+                      help='PyTorch loops to compare, of ' + ','.join(TORCH_MODES) + ' | none: '
+                           'eager and compile are the DataLoader loop of the papers, resident '
+                           'keeps the data on the device and compiles (CUDA graphs on a GPU)')
   parser.add_argument('--steps', type=int, default=20, help='timed training steps per round')
   parser.add_argument('--rounds', type=int, default=5,
                       help='timing rounds, alternating flax-cae and PyTorch; medians reported')

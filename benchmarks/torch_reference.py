@@ -218,6 +218,52 @@ def train_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: int
   return run
 
 
+def compile_mode(device: str) -> str:
+  """torch.compile's mode for the device-resident loop: CUDA graphs on a GPU (each step's
+  kernels replayed in one launch), the default elsewhere (CUDA graphs need a GPU)."""
+  return 'reduce-overhead' if device.startswith('cuda') else 'default'
+
+
+def resident_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: int = 5,
+                   lr: float = 1e-3, device: str = 'cpu', mode: str | None = None):
+  """The loop the CIFAR-10 speed-run codebases (airbench, hlb-CIFAR10) use: the whole data
+  set on the device as one uint8 tensor in channels_last, each epoch's permutation drawn on
+  the device, each batch gathered and scaled to [0, 1] on the device, the model in
+  channels_last and torch.compile'd (`mode`, default compile_mode(device)), Adam fused on a
+  GPU. Same contract as train_timer: run(steps) -> seconds for `steps` more steps."""
+  cuda = device.startswith('cuda')
+  data = torch.from_numpy(np.ascontiguousarray(images_u8.transpose(0, 3, 1, 2))).to(device)
+  data = data.contiguous(memory_format=torch.channels_last)
+  model = model.to(device).to(memory_format=torch.channels_last)
+  opt = torch.optim.Adam(model.parameters(), lr=lr, fused=cuda)
+  net = torch.compile(model, mode=mode or compile_mode(device))
+  model.train()
+  n, per_epoch = len(data), len(data) // batch
+  at = {'perm': None, 'i': per_epoch}
+
+  def step():
+    if at['i'] == per_epoch:  # a new epoch: a new order, drawn on the device
+      at['perm'], at['i'] = torch.randperm(n, device=device), 0
+    idx = at['perm'][at['i'] * batch:(at['i'] + 1) * batch]
+    at['i'] += 1
+    x = data[idx].float().div_(255.0).contiguous(memory_format=torch.channels_last)
+    loss = F.mse_loss(net(x), x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+  def run(steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      loss = step()
+    loss.item()
+    return time.perf_counter() - t0
+
+  run(warmup)
+  return run
+
+
 def train_images_per_second(model: nn.Module, images_u8: np.ndarray, batch: int, steps: int,
                             warmup: int = 3, lr: float = 1e-3, device: str = 'cpu') -> float:
   """Steady-state training images/s of train_timer's loop over `steps` batches."""

@@ -75,15 +75,55 @@ def test_throughput_compares_variants_of_one_model(tmp_path):
 
 def test_throughput_against_pytorch_in_the_same_run(tmp_path):
   pytest.importorskip('torch', reason="PyTorch not installed: pip install -e '.[bench]'")
-  run_benchmark('--models=improved_cae', '--dtypes=float32', '--torch=eager',
+  run_benchmark('--models=improved_cae', '--dtypes=float32', '--torch=eager,resident',
                 '--epoch_images=0', f'--out={tmp_path / "t"}')
   rows = json.loads((tmp_path / 't.json').read_text())['rows']
   assert len(rows) == 2  # improved_cae with and without skips
   for r in rows:
-    assert r['torch_eager_ips'] > 0 and len(r['train_ips_rounds']['eager']) == 2
-    assert r['vs_torch_eager'] == pytest.approx(r['train_ips'] / r['torch_eager_ips'])
+    for loop in ('eager', 'resident'):  # the DataLoader loop and the device-resident one
+      assert r[f'torch_{loop}_ips'] > 0 and len(r['train_ips_rounds'][loop]) == 2
+      assert r[f'vs_torch_{loop}'] == pytest.approx(r['train_ips'] / r[f'torch_{loop}_ips'])
     assert r['same_function_max_diff'] < 1e-4 and r['params'] > 0
-  assert 'parameters on both sides' in (tmp_path / 't.md').read_text()
+  md = (tmp_path / 't.md').read_text()
+  assert 'parameters on both sides' in md and '| flax-cae / PyTorch resident |' in md
+  assert "resident loop compiled with mode 'default'" in md  # CUDA graphs only on a GPU
+
+
+def test_the_resident_pytorch_loop_trains(monkeypatch):
+  torch = pytest.importorskip('torch', reason="PyTorch not installed: pip install -e '.[bench]'")
+  monkeypatch.syspath_prepend(os.path.join(ROOT, 'benchmarks'))
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch_reference as tr  # pylint: disable=import-outside-toplevel
+  from flax_cae import models  # pylint: disable=import-outside-toplevel
+  images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
+  opts = models.build_model(ml_collections.ConfigDict(dict(name='base_cae')), (16, 16, 1)).opts
+  torch.manual_seed(0)
+  net = tr.TorchAutoencoder('base_cae', opts)
+  before = [p.detach().clone() for p in net.parameters()]
+  run = tr.resident_timer(net, images, batch=8, warmup=2)
+  assert run(10) > 0  # 12 steps: more than one epoch of 8, so a second permutation was drawn
+  assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+  assert next(net.parameters()).is_contiguous() and net.training
+
+
+def test_flops_per_step_do_not_depend_on_steps_per_call(monkeypatch):
+  # XLA's cost analysis counts a loop's body once: a call of k steps must not be divided by k.
+  monkeypatch.syspath_prepend(os.path.join(ROOT, 'benchmarks'))
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import throughput  # pylint: disable=import-outside-toplevel
+  from flax_cae.runtime import xla  # pylint: disable=import-outside-toplevel
+  from flax_cae.training import loop  # pylint: disable=import-outside-toplevel
+  images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
+  config = throughput.make_config('base_cae', (), 8, 'float32')
+  counts = {}
+  for k in (1, 4):
+    monkeypatch.setitem(xla.DEFAULT_STEPS_PER_CALL, 'cpu', k)
+    with loop.random_streams():
+      r = throughput.bench_flax(config, images, 2, time_epoch=False)
+    assert r['steps_per_call'] == k
+    counts[k] = r['flops_per_step']
+  assert counts[1] > 0 and counts[4] == pytest.approx(counts[1], rel=1e-3), counts
 
 
 def test_scaling_runs_on_fake_devices(tmp_path):
