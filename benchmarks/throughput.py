@@ -410,7 +410,8 @@ def main():
       out = Path(args.out)
       out.parent.mkdir(parents=True, exist_ok=True)
       out.with_suffix('.md').write_text(text + '\n')
-      out.with_suffix('.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
+      out.with_suffix('.json').write_text(json.dumps(
+          {'title': title, 'rows': rows, 'flops_counted': 'one-step compile'}, indent=2))
       with open(out.with_suffix('.csv'), 'w', newline='') as f:
         flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
         w = csv.DictWriter(f, fieldnames=sorted({k for r in flat for k in r}))

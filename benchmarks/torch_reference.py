@@ -231,6 +231,8 @@ def resident_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: 
   the device, each batch gathered and scaled to [0, 1] on the device, the model in
   channels_last and torch.compile'd (`mode`, default compile_mode(device)), Adam fused on a
   GPU. Same contract as train_timer: run(steps) -> seconds for `steps` more steps."""
+  if batch > len(images_u8):
+    raise ValueError(f'batch {batch} is larger than the {len(images_u8)} images.')
   cuda = device.startswith('cuda')
   data = torch.from_numpy(np.ascontiguousarray(images_u8.transpose(0, 3, 1, 2))).to(device)
   data = data.contiguous(memory_format=torch.channels_last)
@@ -255,9 +257,11 @@ def resident_timer(model: nn.Module, images_u8: np.ndarray, batch: int, warmup: 
 
   def run(steps: int) -> float:
     t0 = time.perf_counter()
+    loss = None
     for _ in range(steps):
       loss = step()
-    loss.item()
+    if loss is not None:
+      loss.item()  # waits for the device
     return time.perf_counter() - t0
 
   run(warmup)

@@ -377,7 +377,7 @@ def best_levers():
   out = []
   for name, r in rows.items():
     bold = '**' if r['validation_psnr'] > base['validation_psnr'] + 0.5 else ''
-    gain = r['validation_psnr'] - base['validation_psnr']
+    gain = round(r['validation_psnr'], 2) - round(base['validation_psnr'], 2)  # as shown
     out.append([LEVERS[name], f'{bold}{r["validation_psnr"]:.2f}{bold}',
                 '–' if name == 'best256' else f'{gain:+.2f}' if round(gain, 2) else '0.00',
                 f'{r["images_per_second"]:,.0f}',
@@ -589,7 +589,8 @@ def _run_record(workdir: pathlib.Path, target: pathlib.Path):
 def _load_page_modules():
   """The table functions of the speed pages live in tables_speed.py beside this file."""
   sys.modules.setdefault('tables', sys.modules[__name__])
-  sys.path.insert(0, str(DOCS))
+  if str(DOCS) not in sys.path:
+    sys.path.insert(0, str(DOCS))
   import tables_speed  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
 

@@ -3,7 +3,7 @@
 Each table starts with the header line its run wrote into NAME.json (device, CPU, versions,
 host, date, commit), in italics, and is read from NAME.csv (from NAME.json where the CSV
 holds less: members.py writes none, cpu_malloc_ab.csv rounds its rates); a table whose record
-is not committed yet (steps-per-call, init-compile) is left empty until it is.
+is missing is an error, as for any record.
 """
 
 import json
@@ -12,6 +12,8 @@ import statistics
 from tables import BENCH, bench_csv, csv_table, missing, num, register, table
 
 DASH = '—'
+# benchmarks/throughput.py's PEAK_FLOPS for the H200 at float32 (TF32), the record's device.
+PEAK_FLOPS_H200_FLOAT32 = 494e12
 # The models with a PyTorch copy, in the order the pages list them.
 TORCH_MODELS = ('base_cae', 'cae', 'improved_cae', 'improved_cae+skips')
 
@@ -59,12 +61,14 @@ COMPILED = [('PyTorch compile img/s', 'torch_compile_ips', ',.0f'),
 
 @register
 def gpu_float32():
-  # This run divided the FLOPs of a 16-step call by 16, but XLA's cost analysis counts a
-  # loop's body once (benchmarks/throughput.py now counts a one-step compile): its FLOP
-  # columns times its steps per call are the true ones.
-  rows = [dict(r, tflops=r['tflops'] * r['steps_per_call'],
-               peak_fraction=r['peak_fraction'] * r['steps_per_call'])
-          for r in bench_csv('gpu_float32')]
+  rows = bench_csv('gpu_float32')
+  if 'flops_counted' not in json.loads((BENCH / 'gpu_float32.json').read_text()):
+    # A record from before throughput.py counted a one-step compile: it divided the FLOPs of
+    # a 16-step call by 16, while XLA's cost analysis counts a loop's body once, so its FLOP
+    # columns are XLA's count over 16; scaled back here, the peak from the scaled TFLOP/s.
+    peak = PEAK_FLOPS_H200_FLOAT32
+    rows = [dict(r, tflops=r['tflops'] * r['steps_per_call'],
+                 peak_fraction=r['tflops'] * r['steps_per_call'] * 1e12 / peak) for r in rows]
   return throughput('gpu_float32', [MODEL, BATCH, TRAIN, EVAL, COMPILE, EPOCH,
                                     ('TFLOP/s', 'tflops', '.2f'),
                                     ('of peak', 'peak_fraction', '.1%')] + EAGER + COMPILED,
@@ -220,11 +224,8 @@ def balle_levers():
 
 @register
 def steps_per_call():
-  """benchmarks/steps_per_call.py --out=benchmarks/results/cpu_steps_per_call; empty until
-  that record is committed."""
+  """benchmarks/steps_per_call.py --out=benchmarks/results/cpu_steps_per_call."""
   name = 'cpu_steps_per_call'
-  if not (BENCH / f'{name}.csv').is_file():
-    return ''
   rows = bench_csv(name)
   base = rows[0]['images_per_second']
   for r in rows:
@@ -237,11 +238,8 @@ def steps_per_call():
 
 @register
 def init_compile():
-  """benchmarks/init_compile.py --out=benchmarks/results/cpu_init_compile; empty until that
-  record is committed."""
+  """benchmarks/init_compile.py --out=benchmarks/results/cpu_init_compile."""
   name = 'cpu_init_compile'
-  if not (BENCH / f'{name}.csv').is_file():
-    return ''
   rows = bench_csv(name)
   for r in rows:
     r['speedup'] = f"{r['default_s'] / r['init_options_s']:.1f}x"

@@ -96,15 +96,17 @@ def test_the_resident_pytorch_loop_trains(monkeypatch):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch_reference as tr  # pylint: disable=import-outside-toplevel
   from flax_cae import models  # pylint: disable=import-outside-toplevel
-  images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
-  opts = models.build_model(ml_collections.ConfigDict(dict(name='base_cae')), (16, 16, 1)).opts
+  images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+  opts = models.build_model(ml_collections.ConfigDict(dict(name='base_cae')), (16, 16, 3)).opts
   torch.manual_seed(0)
   net = tr.TorchAutoencoder('base_cae', opts)
   before = [p.detach().clone() for p in net.parameters()]
   run = tr.resident_timer(net, images, batch=8, warmup=2)
   assert run(10) > 0  # 12 steps: more than one epoch of 8, so a second permutation was drawn
   assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
-  assert next(net.parameters()).is_contiguous() and net.training
+  second = net.encoder['Conv_1'].weight  # 16 input channels: the layouts differ
+  assert second.is_contiguous(memory_format=torch.channels_last) and not second.is_contiguous()
+  assert net.training
 
 
 def test_flops_per_step_do_not_depend_on_steps_per_call(monkeypatch):

@@ -4,10 +4,10 @@ Every CPU training step allocates and frees XLA's temporaries. At batch 256 thos
 of MB each, above glibc's mmap threshold (at most 32 MB), and the large ones are taken by
 XLA's worker threads, whose malloc arenas cannot hold blocks over 64 MB. So glibc maps them
 fresh and unmaps them on every step, and the kernel zero-fills each page again: thousands
-of page faults per step, where PyTorch's step takes a few hundred (docs/speed.md). `keep_freed_memory` tells glibc to serve
-such blocks from one heap and keep what is freed, as a caching allocator does; the page
-faults drop to about zero after the first step. It must run before JAX starts its backend:
-XLA's threads choose their arena on their first allocation.
+of page faults per step. `keep_freed_memory` tells glibc to serve such blocks from one
+heap and keep what is freed, as a caching allocator does; the page faults drop to about
+zero after the first step. It must run before JAX starts its backend: XLA's threads
+choose their arena on their first allocation.
 """
 
 import ctypes

@@ -17,7 +17,7 @@ from flax_cae.runtime import writers
 CSV_COLUMNS = ('member', 'x', 'seeds', 'test_psnr', 'test_psnr_std', 'test_ssim', 'test_ssim_std',
                'test_mse', 'test_mse_std', 'test_snr', 'test_snr_std', 'noise',
                'test_noisy_psnr', 'test_noisy_snr', 'test_kl', 'validation_psnr',
-               'final_validation_loss', 'bottleneck_floats',
+               'validation_psnr_std', 'final_validation_loss', 'bottleneck_floats',
                'compression_ratio', 'parameters', 'train_seconds', 'images_per_second',
                'learning_rate', 'learning_rate_tuned', 'accuracy_original',
                'accuracy_reconstruction', 'accuracy_ratio', 'diverged', 'note')
