@@ -16,6 +16,9 @@
 #             input gradient against the defaults (same function, other formulation)
 #   scaling   throughput.py --scaling over the devices present
 #   members   benchmarks/members.py: study members trained together (vmapped) vs one by one
+#   study     benchmarks/study_time.py: S1's optimizer study (tuning runs and members) on
+#             50,000 CIFAR-10-sized images, 30 epochs, members together and one by one:
+#             wall time, training time and the rest
 #   best      configs/studies/best_codes.py (cifar10_best256 and its 64-float sibling,
 #             PCA at the same floats beside each) on the CIFAR-10 JPEGs: $CIFAR_JPEGS, else
 #             shared/data/ or ../shared/data/cifar10-jpeg-train.tar.gz; 40,000 train / 5,000
@@ -79,6 +82,8 @@ if [ "${SIZE:-full}" = tiny ]; then
   TESTS=(tests/models/test_models.py -k equals_the_dilated_reference)
   LEVERS=()
   MEM=(--models=base_cae --members=2 --batch=8 --steps=2 --rounds=1 --n=64)
+  STUDY=(--images=100 --epochs=1 --config.study.only=adam --config.batch_size=16
+         --config.eval_batch_size=16)
   BEST=(--config.num_epochs=2 --config.batch_size=20 --config.eval_batch_size=20
         --config.data.validation_size=20 --config.data.test_size=20)
   BEST_FILES=('train/*/000[0-9].jpg')  # 100 photos
@@ -96,6 +101,7 @@ else
   TESTS=(tests/models/test_models.py tests/measures/test_losses_metrics_optim.py)
   LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
   MEM=(--models=improved_cae,base_cae --members=2,4,8 --batch=256 --steps=32 --rounds=3)
+  STUDY=(--images=50000 --epochs=30)
   BEST=(--config.data.validation_size=5000 --config.data.test_size=5000
         ${BEST_EPOCHS:+--config.num_epochs=$BEST_EPOCHS})
   BEST_FILES=()
@@ -150,6 +156,7 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
     members) stage members "$PY" benchmarks/members.py "${MEM[@]}" --out="$R/${BACKEND}_members" ;;
+    study) stage study "$PY" benchmarks/study_time.py "${STUDY[@]}" --out="$R/${BACKEND}_study_time" ;;
     best|capacity|rd)
       jpegs=${CIFAR_JPEGS:-}
       for f in shared/data/cifar10-jpeg-train.tar.gz ../shared/data/cifar10-jpeg-train.tar.gz; do
@@ -171,7 +178,7 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
         [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"
       done
       rm -rf "$R/cifar" "$R/tfds" "$R/$s/members/"*/checkpoints "$R/$s/groups" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members best capacity rd)" \
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members study best capacity rd)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

@@ -109,6 +109,26 @@ def test_the_resident_pytorch_loop_trains(monkeypatch):
   assert net.training
 
 
+def test_study_time_times_a_study_both_ways(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/study_time.py', '--images=100', '--epochs=1',
+       f'--out={tmp_path / "st"}', '--config.study.only=adam', '--config.batch_size=16',
+       '--config.eval_batch_size=16'],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads((tmp_path / 'st.json').read_text())['rows']
+  assert [r['members'] for r in rows] == ['together', 'one by one']
+  for r in rows:
+    assert r['runs'] == 4  # adam's three tuning runs and the member
+    assert 0 < r['train_s'] < r['wall_s'] and r['other_s'] == pytest.approx(
+        r['wall_s'] - r['train_s'])
+  assert 'vector extensions: ' in (tmp_path / 'st.md').read_text()
+  bad = subprocess.run([sys.executable, 'benchmarks/study_time.py', '--study=nope'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and 'there is no configs/studies/nope.py' in bad.stderr
+
+
 def test_flops_per_step_do_not_depend_on_steps_per_call(monkeypatch):
   # XLA's cost analysis counts a loop's body once: a call of k steps must not be divided by k.
   monkeypatch.syspath_prepend(os.path.join(ROOT, 'benchmarks'))
@@ -142,13 +162,13 @@ def test_device_run_script_runs_every_stage(tmp_path):
   out = tmp_path / 'out'
   proc = subprocess.run(
       ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
-       'best', 'capacity', 'rd', 'nope'],
+       'study', 'best', 'capacity', 'rd', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
   for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members',
-                'best', 'capacity', 'rd'):
+                'study', 'best', 'capacity', 'rd'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -165,6 +185,7 @@ def test_device_run_script_runs_every_stage(tmp_path):
   # Every table names the CPU and its vector extensions (ratios move with them).
   assert summary.count('vector extensions: ') >= 3, summary
   assert '| base_cae | 2 |' in summary  # members together vs one by one
+  assert '| together | 4 |' in summary and '| one by one | 4 |' in summary  # the study's runs
   # best_codes: both codes, each beside PCA at its floats, on 100 real photos.
   assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
   assert '| best64 |' in summary and '| PCA (64 floats) |' in summary
