@@ -13,9 +13,7 @@ the versions, the date and the commit; --out=PATH writes PATH.md, PATH.csv and P
 """
 
 import argparse
-import csv
 import datetime
-import json
 import os
 import platform
 import sys
@@ -27,6 +25,8 @@ os.environ.pop('JAX_COMPILATION_CACHE_DIR', None)  # time the compiler, not a ca
 import flax
 import jax
 import numpy as np
+
+import record  # benchmarks/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,7 +108,7 @@ def main():
   text = '\n'.join(lines)
   print('\n' + text)
   if args.out:
-    write(args.out, title, rows, text)
+    record.write(args.out, title, rows, text)
   if not all(r['bit_identical'] for r in rows):
     sys.exit('INIT_OPTIONS changed the initial state: it must not.')
 
@@ -122,19 +122,6 @@ def header(shape, rounds: int, options: dict) -> str:
           f'({jax.default_backend()}), CPU: {machine.cpu()}, jax {jax.__version__}, '
           f'flax {flax.__version__}, {platform.node()}, {datetime.date.today()}, '
           f'commit {machine.commit()}')
-
-
-def write(out: str, title: str, rows: list[dict], text: str):
-  """OUT.md (the printed table), OUT.json (header and rows with every round), OUT.csv (the
-  rows without the rounds)."""
-  Path(out).parent.mkdir(parents=True, exist_ok=True)
-  Path(out + '.md').write_text(text + '\n')
-  Path(out + '.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
-  flat = [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
-  with open(out + '.csv', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=list(flat[0]))
-    w.writeheader()
-    w.writerows(flat)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ PATH.json (docs/tables.py reads the CSV), --json writes the rows alone.
 """
 
 import argparse
-import csv
 import datetime
 import json
 import platform
@@ -24,6 +23,8 @@ from pathlib import Path
 import flax
 import jax
 import numpy as np
+
+import record  # benchmarks/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -118,7 +119,7 @@ def main():
          'device': jax.devices()[0].device_kind, 'jax': jax.__version__, 'commit': commit,
          'rows': rows}, indent=2))
   if args.out:
-    write(args.out, title, rows, text)
+    record.write(args.out, title, rows, text)
 
 
 def header(model: str, batch: int, shape, memory: str, commit: str) -> str:
@@ -132,16 +133,6 @@ def header(model: str, batch: int, shape, memory: str, commit: str) -> str:
           f'host memory: {memory}')
 
 
-def write(out: str, title: str, rows: list[dict], text: str):
-  """OUT.md (the printed table), OUT.json (header and rows), OUT.csv (the rows)."""
-  path = Path(out)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Path(out + '.md').write_text(text + '\n')
-  Path(out + '.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
-  with open(out + '.csv', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,6 @@ test. Writes NAME.md, NAME.csv and NAME.json when --out is given.
 """
 
 import argparse
-import csv
 import glob
 import json
 import os
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import record  # benchmarks/record.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -124,14 +125,7 @@ def main():
   text = '\n'.join(lines)
   print('\n' + text)
   if args.out:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.md').write_text(text + '\n')
-    out.with_suffix('.json').write_text(json.dumps({'title': title, 'rows': rows}, indent=2))
-    with open(out.with_suffix('.csv'), 'w', newline='') as f:
-      w = csv.DictWriter(f, fieldnames=list(rows[0]))
-      w.writeheader()
-      w.writerows(rows)
+    record.write(args.out, title, rows, text)
 
 
 if __name__ == '__main__':

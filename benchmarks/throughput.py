@@ -24,7 +24,6 @@ Writes NAME.md, NAME.csv and NAME.json when --out is given.
 """
 
 import argparse
-import csv
 import datetime
 import json
 import math
@@ -46,6 +45,8 @@ import flax  # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import record  # benchmarks/record.py, beside this script
 
 from configs import s1
 from flax_cae.runtime import host_memory
@@ -407,16 +408,8 @@ def main():
 
   def write(title, rows, text):
     if args.out:
-      out = Path(args.out)
-      out.parent.mkdir(parents=True, exist_ok=True)
-      out.with_suffix('.md').write_text(text + '\n')
-      out.with_suffix('.json').write_text(json.dumps(
-          {'title': title, 'rows': rows, 'flops_counted': 'one-step compile'}, indent=2))
-      with open(out.with_suffix('.csv'), 'w', newline='') as f:
-        flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
-        w = csv.DictWriter(f, fieldnames=sorted({k for r in flat for k in r}))
-        w.writeheader()
-        w.writerows(flat)
+      record.write(args.out, title, rows, text, sort_columns=True,
+                   flops_counted='one-step compile')
 
   title, rows, text = run_scaling(args) if args.scaling else run_table(args, write)
   print('\n' + text)

@@ -1,0 +1,20 @@
+"""A benchmark's record, as docs/tables.py reads it: OUT.md (the printed table), OUT.json
+(the header line as 'title', the rows with every timed round, and any extra fields) and
+OUT.csv (the rows without their nested rounds)."""
+
+import csv
+import json
+from pathlib import Path
+
+
+def write(out: str, title: str, rows: list[dict], text: str, *, sort_columns: bool = False,
+          **extra):
+  Path(out).parent.mkdir(parents=True, exist_ok=True)
+  Path(f'{out}.md').write_text(text + '\n')
+  Path(f'{out}.json').write_text(json.dumps({'title': title, 'rows': rows, **extra}, indent=2))
+  flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]
+  columns = list(dict.fromkeys(k for r in flat for k in r))
+  with open(f'{out}.csv', 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=sorted(columns) if sort_columns else columns)
+    w.writeheader()
+    w.writerows(flat)
