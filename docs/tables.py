@@ -128,9 +128,8 @@ S1_COLUMNS = ['member', 'test PSNR (dB)', 'test SSIM', 'test MSE', 'final val. l
 
 
 def _lr(r):
-  if missing(r.get('learning_rate')):
-    return ''
-  return f'{r["learning_rate"]:g}' + (' (tuned)' if r.get('learning_rate_tuned') else '')
+  from flax_cae.studies import tables  # pylint: disable=import-outside-toplevel
+  return tables.learning_rate_text(r)
 
 
 def _s1(name):

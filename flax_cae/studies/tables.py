@@ -72,6 +72,14 @@ def fmt(v, digits=2):
   return str(v)
 
 
+def learning_rate_text(row) -> str:
+  """A row's learning rate as the tables show it: '3e-04 (tuned)', or '' for baselines."""
+  lr = row.get('learning_rate')
+  if lr is None or (isinstance(lr, float) and math.isnan(lr)):
+    return ''
+  return f'{lr:g}' + (' (tuned)' if row.get('learning_rate_tuned') else '')
+
+
 def _fmt_int(v):
   return '–' if v is None else f'{int(v):,}'
 
@@ -111,8 +119,6 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
            f'over seeds). Device: {machine.device()}.', '',
            header, '|' + '---|' * header.count(' |')]
   for r in rows + pca_rows:
-    lr = r.get('learning_rate')
-    lr_text = '' if lr is None else f'{lr:g}' + (' (tuned)' if r.get('learning_rate_tuned') else '')
     ratio = r.get('compression_ratio')
     lines.append('| ' + ' | '.join([
         r['member'], *([fmt(r.get('x'))] if x_name else []),
@@ -126,7 +132,7 @@ def write_tables(workdir, study, rows, pca_rows, base, splits, classifier=None):
         *([fmt(r.get(k), 4) for k in ('accuracy_original', 'accuracy_reconstruction',
                                        'accuracy_ratio')] if classifier else []),
         _fmt_int(r.get('parameters')),
-        fmt(r.get('train_seconds'), 0), fmt(r.get('images_per_second'), 0), lr_text,
+        fmt(r.get('train_seconds'), 0), fmt(r.get('images_per_second'), 0), learning_rate_text(r),
         r.get('note', '')]) + ' |')
   lines += ['', 'PSNR: mean of per-image PSNR (pixel range 1.0); SNR: mean of per-image '
             '10 log10(signal power / error power); SSIM: dm-pix (11-tap Gaussian, '
