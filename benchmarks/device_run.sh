@@ -16,6 +16,9 @@
 #             input gradient against the defaults (same function, other formulation)
 #   scaling   throughput.py --scaling over the devices present
 #   members   benchmarks/members.py: study members trained together (vmapped) vs one by one
+#   saturation  benchmarks/saturation.py: where the device saturates, images/s and fraction
+#             of peak FLOP/s by batch size (64..4096) and by members trained together (1..16),
+#             for improved_cae and cifar10_best256
 #   study     benchmarks/study_time.py: S1's optimizer study (tuning runs and members) on
 #             50,000 CIFAR-10-sized images, 30 epochs, members together and one by one:
 #             wall time, training time and the rest
@@ -82,6 +85,8 @@ if [ "${SIZE:-full}" = tiny ]; then
   TESTS=(tests/models/test_models.py -k equals_the_dilated_reference)
   LEVERS=()
   MEM=(--models=base_cae --members=2 --batch=8 --steps=2 --rounds=1 --n=64)
+  SAT=(--models=base_cae --batch_sizes=8,16 --members=1,2 --member_batch=8 --steps=2 --rounds=1
+       --image=16,16,1 --matmul=64)
   STUDY=(--images=100 --epochs=1 --config.study.only=adam --config.batch_size=16
          --config.eval_batch_size=16)
   BEST=(--config.num_epochs=2 --config.batch_size=20 --config.eval_batch_size=20
@@ -101,6 +106,7 @@ else
   TESTS=(tests/models/test_models.py tests/measures/test_losses_metrics_optim.py)
   LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
   MEM=(--models=improved_cae,base_cae --members=2,4,8 --batch=256 --steps=32 --rounds=3)
+  SAT=()
   STUDY=(--images=50000 --epochs=30)
   BEST=(--config.data.validation_size=5000 --config.data.test_size=5000
         ${BEST_EPOCHS:+--config.num_epochs=$BEST_EPOCHS})
@@ -156,6 +162,8 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
     scaling) stage scaling "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=float32 \
                --scaling=1,2,4,8 --out="$R/${BACKEND}_scaling" ;;
     members) stage members "$PY" benchmarks/members.py "${MEM[@]}" --out="$R/${BACKEND}_members" ;;
+    saturation) stage saturation "$PY" benchmarks/saturation.py "${SAT[@]}" \
+                  --out="$R/${BACKEND}_saturation" ;;
     study) stage study "$PY" benchmarks/study_time.py "${STUDY[@]}" --out="$R/${BACKEND}_study_time" ;;
     best|capacity|rd)
       jpegs=${CIFAR_JPEGS:-}
@@ -178,7 +186,7 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
         [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"
       done
       rm -rf "$R/cifar" "$R/tfds" "$R/$s/members/"*/checkpoints "$R/$s/groups" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members study best capacity rd)" \
+    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members saturation study best capacity rd)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

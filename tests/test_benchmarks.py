@@ -129,6 +129,51 @@ def test_study_time_times_a_study_both_ways(tmp_path):
   assert bad.returncode != 0 and 'there is no configs/studies/nope.py' in bad.stderr
 
 
+SATURATION_TINY = ['--batch_sizes=8,16', '--members=1,2', '--member_batch=8', '--steps=2',
+                   '--rounds=1', '--image=16,16,1', '--matmul=64']
+
+
+def test_saturation_scales_batch_and_members(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/saturation.py', '--models=base_cae', *SATURATION_TINY,
+       f'--out={tmp_path / "sat"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads((tmp_path / 'sat.json').read_text())
+  rows = record['rows']
+  batch = [r for r in rows if r['table'] == 'batch']
+  members = [r for r in rows if r['table'] == 'members']
+  assert [(r['batch'], r['members']) for r in batch] == [(8, 1), (16, 1)]
+  assert [(r['batch'], r['members']) for r in members] == [(8, 1), (8, 2)]
+  assert members[1]['images_per_step'] == 2 * members[0]['images_per_step'] == 16
+  # One vmapped program of two members: about twice one member's work per step.
+  assert members[1]['flops_per_step'] == pytest.approx(2 * members[0]['flops_per_step'], rel=0.1)
+  assert 0 < batch[0]['flops_per_step'] < batch[1]['flops_per_step']
+  for r in rows:
+    assert r['model'] == 'base_cae' and 0 < r['train_ips'] < float('inf')
+    assert len(r['train_ips_rounds']) == 1 and r['peak_fraction'] > 0
+  assert batch[0]['vs_first_row'] == members[0]['vs_first_row'] == 1.0
+  # A CPU has no data-sheet peak: the one measured in this run, said so in the table.
+  assert record['peak'] > 0 and record['flops_counted'] == 'one-step compile'
+  assert record['peak_source'].startswith("XLA's float32 matmul, measured in this run")
+  md = (tmp_path / 'sat.md').read_text()
+  assert md.startswith('Saturation: ') and 'vector extensions: ' in md
+  assert "Of peak: XLA's float32 matmul, measured in this run" in md
+  assert md.count('| 8 | 2 | 16 |') == 1
+  assert md.count('\n| ') == len(rows) + 2  # two tables, each with its header line
+  assert (tmp_path / 'sat.csv').read_text().count('\n') == len(rows) + 1
+
+
+def test_saturation_names_the_models_it_accepts():
+  proc = subprocess.run([sys.executable, 'benchmarks/saturation.py', '--models=nope'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode != 0
+  assert "'nope' is neither a registered model (" in proc.stderr, proc.stderr[-2000:]
+  assert 'improved_cae' in proc.stderr and 'cifar10_best256' in proc.stderr
+
+
 def test_flops_per_step_do_not_depend_on_steps_per_call(monkeypatch):
   # XLA's cost analysis counts a loop's body once: a call of k steps must not be divided by k.
   monkeypatch.syspath_prepend(os.path.join(ROOT, 'benchmarks'))
@@ -162,13 +207,13 @@ def test_device_run_script_runs_every_stage(tmp_path):
   out = tmp_path / 'out'
   proc = subprocess.run(
       ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
-       'study', 'best', 'capacity', 'rd', 'nope'],
+       'saturation', 'study', 'best', 'capacity', 'rd', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
   for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members',
-                'study', 'best', 'capacity', 'rd'):
+                'saturation', 'study', 'best', 'capacity', 'rd'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -176,8 +221,10 @@ def test_device_run_script_runs_every_stage(tmp_path):
     names = {os.path.basename(n) for n in tar.getnames()}
     rows = json.load(tar.extractfile('./cpu_float32.json'))['rows']
     levers = json.load(tar.extractfile('./cpu_levers.json'))['rows']
+    saturation = json.load(tar.extractfile('./cpu_saturation.json'))['rows']
   assert {'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
-          'smoke_tests.log', 'cpu_members.md', 'cpu_members.json'} <= names
+          'smoke_tests.log', 'cpu_members.md', 'cpu_members.json', 'cpu_saturation.md',
+          'cpu_saturation.csv'} <= names
   assert [r['model'] for r in rows] == ['base_cae'] and rows[0]['epoch_s'] > 0
   assert [r['variant'] for r in levers] == [
       'default', 'model.transposed_conv=dilated', 'model.conv_input_grad=subpixel']
@@ -185,6 +232,9 @@ def test_device_run_script_runs_every_stage(tmp_path):
   # Every table names the CPU and its vector extensions (ratios move with them).
   assert summary.count('vector extensions: ') >= 3, summary
   assert '| base_cae | 2 |' in summary  # members together vs one by one
+  assert [(r['table'], r['batch'], r['members']) for r in saturation] == [
+      ('batch', 8, 1), ('batch', 16, 1), ('members', 8, 1), ('members', 8, 2)]
+  assert 'base_cae, members trained together, batch 8 each:' in summary
   assert '| together | 4 |' in summary and '| one by one | 4 |' in summary  # the study's runs
   # best_codes: both codes, each beside PCA at its floats, on 100 real photos.
   assert '| best256 |' in summary and '| PCA (256 floats) |' in summary
