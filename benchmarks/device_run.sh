@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite in one command, for a machine with an accelerator (or any machine).
 #
-#   bash benchmarks/device_run.sh [STAGE ...]     (default: env smoke steps float32)
+#   bash benchmarks/device_run.sh [STAGE ...]     (default: env peer saturation study)
+#
+# The plan, in order of value (benchmarks/RESULTS.md): one call of at most 9 minutes for
+#   env peer saturation study
+# (each of the last three stopped at its share of the 9 minutes, keeping the rows it wrote),
+# then `best rd` (the shipped models and Balle 2017's full-schedule rate-distortion study),
+# then the rest as time allows.
 #
 # Stages, each one self-contained (a failing stage is reported and the next one runs):
 #   env       devices, driver, versions
+#   peer      throughput.py at batch 256: BaseCAE, CAE and ImprovedCAE against PyTorch's
+#             eager DataLoader loop and its device-resident compiled loop, same device and
+#             run, with a CIFAR-10-sized epoch
 #   smoke     the numerics tests on this backend at full float32 precision, then
 #             launch.py on the embedded default (3 epochs): the whole training path
 #             (steps per call, checkpoints, on-device metrics) on this backend
@@ -58,10 +67,11 @@ finish() {  # summary.md and results.tgz from what the stages left in $R
 STAGE=setup  # a limit that lands before the first stage says so too
 trap '' PIPE
 trap finish EXIT
-trap 'exit 143' TERM INT
+CHILD=  # the running stage's process (its group's leader under a time limit)
+trap '[ -n "$CHILD" ] && { kill -TERM -- "-$CHILD" || kill -TERM "$CHILD"; } 2>/dev/null; exit 143' TERM INT
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(env smoke steps float32)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(env peer saturation study)
 
 imports() { "$PY" -c 'import flax_cae.training.loop, configs.s1' 2>"$R/import.err"; }
 if ! imports && ls .whl/*.whl >/dev/null 2>&1; then  # only where the packages are missing
@@ -78,6 +88,7 @@ fi
 
 if [ "${SIZE:-full}" = tiny ]; then
   F32=()
+  PEER=()
   TP=(--models=base_cae --batch_sizes=8 --steps=2 --rounds=2 --n=64 --image=16,16,1
       --epoch_images=64)
   SPC=(--model=base_cae --batch=8 --steps=2 --ks=1,2 --image=16,16,1 --n=64)
@@ -101,12 +112,18 @@ else
   # The models PyTorch has a copy of: torch.compile makes each row ~40 s on an H200 (all 22
   # rows ran past 5 minutes, 2026-12-04); bfloat16 times every model, flax-cae alone.
   F32=(--models=base_cae,cae,improved_cae,improved_cae+skips)
+  # The peer table: the three models the GPU target names, the ratio at batch 256.
+  PEER=(--models=base_cae,cae,improved_cae --batch_sizes=256 --rounds=3)
+  # Seconds each stage of the first call may run (with env, under 9 minutes): a stage past
+  # its share is stopped and keeps the rows it wrote. STAGE_LIMITS= (empty) lifts them.
+  STAGE_LIMITS=${STAGE_LIMITS-peer=150 saturation=130 study=190}
   SPC=(--ks=1,4,16,64 --steps=256 --n=16384)
   EPOCHS=3
   TESTS=(tests/models/test_models.py tests/measures/test_losses_metrics_optim.py)
   LEVERS=(--models=base_cae,improved_cae --batch_sizes=256)
   MEM=(--models=improved_cae,base_cae --members=2,4,8 --batch=256 --steps=32 --rounds=3)
-  SAT=()
+  # One 16-step call a round; batch 64 to 4,096 in steps of 4x, so both models fit the share.
+  SAT=(--steps=16 --rounds=3 --batch_sizes=64,256,1024,4096)
   STUDY=(--images=50000 --epochs=30)
   BEST=(--config.data.validation_size=5000 --config.data.test_size=5000
         ${BEST_EPOCHS:+--config.num_epochs=$BEST_EPOCHS})
@@ -116,6 +133,8 @@ else
     RD+=(${BEST_EPOCHS:+--config.study.members.balle2017_lambda$lam.num_epochs=$BEST_EPOCHS})
   done
 fi
+declare -A LIMIT=()  # STAGE_LIMITS="stage=seconds ...": a stage's time limit
+for kv in ${STAGE_LIMITS:-}; do LIMIT[${kv%%=*}]=${kv#*=}; done
 BACKEND=$("$PY" -c 'import jax; print(jax.default_backend())')
 
 STAGE=  # (the stages start)
@@ -125,9 +144,20 @@ stage() {  # name, command...: runs it, logs it, reports its status
   echo "=== $name: $*"
   local t0=$SECONDS
   STAGE=$name
-  "$@" 2>&1 | tee "$R/$name.log"
-  local rc=${PIPESTATUS[0]}
+  local limit=()
+  [ -n "${LIMIT[$name]:-}" ] && limit=(timeout --kill-after=5 "${LIMIT[$name]}")
+  # In the background and waited for: a TERM to this script (a call's own time limit) runs
+  # the trap at once, which stops the stage too (`timeout` puts it in a process group of
+  # its own, out of reach of a signal to ours).
+  "${limit[@]}" "$@" > >(tee "$R/$name.log") 2>&1 &
+  CHILD=$!
+  wait "$CHILD"
+  local rc=$?
+  CHILD=
   local line="=== $name: exit $rc after $((SECONDS - t0)) s"
+  if [ ${#limit[@]} -gt 0 ] && { [ "$rc" = 124 ] || [ "$rc" = 137 ]; }; then
+    line="=== $name: stopped at its limit of ${LIMIT[$name]} s, keeping the rows it wrote"
+  fi
   # Builtins only from here: a time limit that lands now cannot kill a writer half-way (a
   # killed `tee` once left status.txt without this line and summary.md empty).
   echo "$line" >> "$R/status.txt"
@@ -152,6 +182,8 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
       cp "$R"/default_run/results.md "$R"/default_run/reconstructions/*.png "$R"/ 2>/dev/null
       rm -rf "$R/default_run" ;;
     steps) stage steps "$PY" benchmarks/steps_per_call.py "${SPC[@]}" --json="$R/steps_per_call.json" ;;
+    peer) stage peer "$PY" benchmarks/throughput.py "${TP[@]}" "${PEER[@]}" --dtypes=float32 \
+            --torch=eager,resident --out="$R/${BACKEND}_peer" ;;
     float32) stage float32 "$PY" benchmarks/throughput.py "${TP[@]}" "${F32[@]}" --dtypes=float32 \
                --torch=eager,compile,resident --out="$R/${BACKEND}_float32" ;;
     bfloat16) stage bfloat16 "$PY" benchmarks/throughput.py "${TP[@]}" --dtypes=bfloat16 \
@@ -186,7 +218,7 @@ except ImportError: print(\"no torch\")'; git log -1 --format='commit %h %s' || 
         [ -e "$f" ] && cp "$f" "$R/${s}_$(basename "$f")"
       done
       rm -rf "$R/cifar" "$R/tfds" "$R/$s/members/"*/checkpoints "$R/$s/groups" ;;
-    *) echo "=== $s: exit 2, not a stage (env smoke steps float32 bfloat16 levers scaling members saturation study best capacity rd)" \
+    *) echo "=== $s: exit 2, not a stage (env peer smoke steps float32 bfloat16 levers scaling members saturation study best capacity rd)" \
          | tee -a "$R/status.txt" ;;
   esac
 done

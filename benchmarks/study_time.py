@@ -91,6 +91,8 @@ def main():
     prepare_s = time.perf_counter() - t0
     n = builder.info.splits['train'].num_examples
     held_out = max(1, n // 10)
+    title = (f'{args.study}, {args.epochs} epochs; {machine.describe()}; python '
+             f'{platform.python_version()}; preparing the data set: {prepare_s:.1f} s')
     rows = []
     for way in ways:
       workdir = tmp / f'study_{way}'
@@ -111,10 +113,13 @@ def main():
                    'epochs': args.epochs, 'train_images': n - 2 * held_out,
                    'wall_s': wall, 'train_s': train_s, 'other_s': wall - train_s})
       print(json.dumps(rows[-1]), flush=True)
+      if args.out:  # after each way: a run stopped by a time limit keeps the first
+        record.write(args.out, title, rows, table(title, rows))
+  print('\n' + table(title, rows))
 
+
+def table(title, rows):
   base = next((r['wall_s'] for r in rows if r['members'] == 'one by one'), None)
-  title = (f'{args.study}, {args.epochs} epochs; {machine.describe()}; python '
-           f'{platform.python_version()}; preparing the data set: {prepare_s:.1f} s')
   lines = [f'Study wall time: {title}', '',
            '| members | runs | train images | wall s | training s | other s | vs one by one |',
            '|---|---|---|---|---|---|---|']
@@ -122,10 +127,7 @@ def main():
     lines.append(f"| {r['members']} | {r['runs']} | {r['train_images']:,} | {r['wall_s']:.1f} | "
                  f"{r['train_s']:.1f} | {r['other_s']:.1f} | "
                  f"{(base / r['wall_s']) if base else float('nan'):.2f}x |")
-  text = '\n'.join(lines)
-  print('\n' + text)
-  if args.out:
-    record.write(args.out, title, rows, text)
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

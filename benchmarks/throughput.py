@@ -190,7 +190,7 @@ def bench_flax(config, images_u8, steps, time_epoch):
   peak = peak_flops(jax.devices()[0].device_kind, config.model.dtype)
   return {'eval_ips': eval_ips, 'compile_s': compile_s, 'epoch_s': epoch_s,
           'flops_per_step': flops, 'peak': peak, 'steps_per_call': k, 'model': model,
-          'timer': timer}
+          'timer': timer, 'compiled': step_fn}
 
 
 def step_flops(compiled) -> float:
@@ -292,7 +292,8 @@ def run_table(args, emit):
             r = bench_flax(config, images, args.steps, time_epoch=bool(args.epoch_images))
           timers = {'flax': r.pop('timer')}
           row = {'model': label, 'batch': batch, 'dtype': dtype, 'variant': variant,
-                 **{k: v for k, v in r.items() if k not in ('model', 'flops_per_step', 'peak')}}
+                 **{k: v for k, v in r.items()
+                    if k not in ('model', 'flops_per_step', 'peak', 'compiled')}}
           # The papers' code trains in float32; S1's encoder-residual tries and S2's rate
           # CAE have no mirror.
           if torch_modes and dtype == 'float32' and models.MODELS[name].torch_mirror:

@@ -248,3 +248,50 @@ def init_compile():
                            ('XLA default s', 'default_s', '.1f'),
                            ('INIT_OPTIONS s', 'init_options_s', '.1f'),
                            ('speed-up', 'speedup', 's'), ('bit-identical', 'same', 's')], rows)
+
+
+# --- where the device saturates, where a step's time goes, a study's wall time --------------
+
+
+@register
+def cpu_xeon_saturation():
+  """benchmarks/saturation.py --out=benchmarks/results/cpu_xeon_saturation."""
+  name = 'cpu_xeon_saturation'
+  record = json.loads((BENCH / f'{name}.json').read_text())
+  rows = bench_csv(name)
+  for r in rows:
+    r['vs_first'] = f"{r['vs_first_row']:.2f}x"
+    r['gflop'] = r['flops_per_step'] / 1e9
+  return (header(name) + csv_table(rows, [
+      MODEL, ('table', 'table', 's'), ('batch per member', 'batch', 's'),
+      ('members', 'members', 's'), ('images per step', 'images_per_step', ','), TRAIN,
+      ('vs first row of its table', 'vs_first', 's'), ('GFLOP per step', 'gflop', '.1f'),
+      ('TFLOP/s', 'tflops', '.3f'), ('of peak', 'peak_fraction', '.1%')], dash=DASH) +
+          f"\nOf peak: {record['peak_source']}.\n")
+
+
+@register
+def cpu_xeon_profile():
+  """benchmarks/profile_step.py --out=benchmarks/results/cpu_xeon_profile."""
+  name = 'cpu_xeon_profile'
+  rows = bench_csv(name)
+  for r in rows:
+    r['diff'] = None if missing(r.get('torch_ms')) else f"{r['flax_ms'] - r['torch_ms']:+.1f}"
+  return throughput(name, [MODEL, ('part of the step', 'part', 's'),
+                           ('flax-cae ms', 'flax_ms', '.1f'),
+                           ('PyTorch eager ms', 'torch_ms', '.1f'),
+                           ('flax-cae - PyTorch ms', 'diff', 's')], rows)
+
+
+@register
+def cpu_xeon_study_time():
+  """benchmarks/study_time.py --out=benchmarks/results/cpu_xeon_study_time."""
+  name = 'cpu_xeon_study_time'
+  rows = bench_csv(name)
+  base = next((r['wall_s'] for r in rows if r['members'] == 'one by one'), None)
+  for r in rows:
+    r['vs'] = f"{base / r['wall_s']:.2f}x" if base else None
+  return throughput(name, [('members', 'members', 's'), ('runs', 'runs', 's'),
+                           ('train images', 'train_images', ','), ('wall s', 'wall_s', '.1f'),
+                           ('training s', 'train_s', '.1f'), ('other s', 'other_s', '.1f'),
+                           ('speed-up over one by one', 'vs', 's')], rows)

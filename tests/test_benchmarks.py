@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,12 +35,16 @@ def test_steps_per_call_benchmark_runs(tmp_path):
 TINY = ['--batch_sizes=8', '--steps=2', '--rounds=2', '--n=64', '--image=16,16,1']
 
 
-def run_benchmark(*flags):
-  proc = subprocess.run([sys.executable, 'benchmarks/throughput.py', *TINY, *flags], cwd=ROOT,
+def run_benchmark_script(script, *flags):
+  proc = subprocess.run([sys.executable, f'benchmarks/{script}', *flags], cwd=ROOT,
                         capture_output=True, text=True, timeout=900,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
+
+
+def run_benchmark(*flags):
+  return run_benchmark_script('throughput.py', *TINY, *flags)
 
 
 def test_throughput_covers_every_registered_model(tmp_path):
@@ -206,14 +211,14 @@ def test_device_run_script_runs_every_stage(tmp_path):
   data_fixtures.require_shared_data('cifar')  # the `best` stage trains on the CIFAR-10 JPEGs
   out = tmp_path / 'out'
   proc = subprocess.run(
-      ['bash', 'benchmarks/device_run.sh', 'env', 'smoke', 'steps', 'float32', 'levers', 'members',
-       'saturation', 'study', 'best', 'capacity', 'rd', 'nope'],
+      ['bash', 'benchmarks/device_run.sh', 'env', 'peer', 'smoke', 'steps', 'float32', 'levers',
+       'members', 'saturation', 'study', 'best', 'capacity', 'rd', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
-  for stage in ('env', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers', 'members',
-                'saturation', 'study', 'best', 'capacity', 'rd'):
+  for stage in ('env', 'peer', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers',
+                'members', 'saturation', 'study', 'best', 'capacity', 'rd'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -222,7 +227,7 @@ def test_device_run_script_runs_every_stage(tmp_path):
     rows = json.load(tar.extractfile('./cpu_float32.json'))['rows']
     levers = json.load(tar.extractfile('./cpu_levers.json'))['rows']
     saturation = json.load(tar.extractfile('./cpu_saturation.json'))['rows']
-  assert {'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
+  assert {'cpu_peer.md', 'cpu_peer.json', 'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
           'smoke_tests.log', 'cpu_members.md', 'cpu_members.json', 'cpu_saturation.md',
           'cpu_saturation.csv'} <= names
   assert [r['model'] for r in rows] == ['base_cae'] and rows[0]['epoch_s'] > 0
@@ -253,15 +258,102 @@ def test_device_run_script_runs_every_stage(tmp_path):
     assert row in rd_table, rd_table
 
 
-def test_device_run_stopped_by_a_time_limit_still_leaves_its_summary(tmp_path):
-  """A lent GPU's call has a time limit: device_run.sh stopped by one (here `timeout`, as
-  on that machine) still writes summary.md, naming the stage it stopped, and results.tgz."""
+def test_device_run_stops_a_stage_at_its_limit_and_runs_the_next(tmp_path):
+  """The first call of the device plan shares 9 minutes between its stages: a stage past
+  its STAGE_LIMITS share is stopped, said so, and the next stage runs."""
   out = tmp_path / 'out'
   proc = subprocess.run(
+      ['bash', 'benchmarks/device_run.sh', 'saturation', 'env'], cwd=ROOT, capture_output=True,
+      text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable,
+               STAGE_LIMITS='saturation=1'))
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  summary = (out / 'summary.md').read_text()
+  assert '=== saturation: stopped at its limit of 1 s, keeping the rows it wrote' in summary
+  assert '=== env: exit 0 after' in summary, summary
+
+
+def test_profile_step_splits_a_step_into_its_parts(tmp_path):
+  """benchmarks/profile_step.py reads XLA's CPU trace of the real step: every instant the
+  program ran goes to exactly one part (the parts add up to the program's time, which fits
+  in the traced round), and convolutions and dense layers take some of it."""
+  run_benchmark_script('profile_step.py', '--models=base_cae', '--batch=8', '--steps=2',
+                       '--n=64', '--image=16,16,1', f'--out={tmp_path / "p"}')
+  record = json.loads((tmp_path / 'p.json').read_text())
+  ms = {r['part']: r['flax_ms'] for r in record['rows']}
+  parts = ['convolutions', 'dense layers', 'layout copies', 'the rest',
+           "untraced (Eigen's convolution work)"]
+  assert list(ms) == parts + ['sum of the parts', 'wall (no profiler)']
+  assert ms['convolutions'] + ms["untraced (Eigen's convolution work)"] > 0
+  assert ms['dense layers'] > 0 and ms['wall (no profiler)'] > 0
+  assert min(ms[p] for p in parts) >= 0
+  check = record['checks']['base_cae']
+  assert sum(ms[p] for p in parts) == pytest.approx(check['program_s'] / 2 * 1e3)
+  assert 0 < check['program_s'] <= check['traced_round_s']
+  md = (tmp_path / 'p.md').read_text()
+  assert md.startswith('Profile of one training step: ') and '| dense layers |' in md
+
+
+def test_profile_step_classes_ops_by_their_hlo():
+  sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+  import profile_step  # pylint: disable=import-outside-toplevel
+  hlo = """HloModule m
+
+%fused_dot (p0: f32[4,4], p1: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  ROOT %dot.3 = f32[4,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_outer (p0: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  ROOT %inner = f32[4,4]{1,0} fusion(%p0, %p0), kind=kCustom, calls=%fused_dot
+}
+
+%fused_t (p0: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %t = f32[4,4]{0,1} transpose(%p0), dimensions={1,0}
+  ROOT %c = f32[4,4]{1,0} copy(%t)
+}
+
+%fused_add (p0: f32[4,4]) -> (f32[4,4]{1,0}, f32[4,4]{1,0}) {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %a = f32[4,4]{1,0} add(%p0, %p0)
+  ROOT %t = (f32[4,4]{1,0}, f32[4,4]{1,0}) tuple(%a, %a)
+}
+
+ENTRY %main.1 (x: f32[1,4,4,1], k: f32[3,3,1,1], y: f32[4,4]) -> f32[4,4] {
+  %x = f32[1,4,4,1]{3,2,1,0} parameter(0)
+  %conv.2 = f32[1,4,4,1]{3,2,1,0} convolution(%x, %k), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+  %ynn_fusion.1 = f32[4,4]{1,0} fusion(%y), kind=kCustom, calls=%fused_outer
+  %odd_name = f32[4,4]{1,0} fusion(%y), kind=kLoop, calls=%fused_t
+  %pair = (f32[4,4]{1,0}, f32[4,4]{1,0}) fusion(%y), kind=kLoop, calls=%fused_add
+  ROOT %w = f32[4,4]{1,0} while(%y), condition=%c, body=%b
+}
+"""
+  parts = profile_step.hlo_parts(hlo)
+  assert parts['conv.2'] == 'convolutions'
+  assert parts['ynn_fusion.1'] == 'dense layers'  # a dot two computations down
+  assert parts['odd_name'] == 'layout copies'  # a fusion of a transpose and a copy
+  assert parts['pair'] == 'the rest'
+  assert 'w' not in parts  # a while's event spans its body's: not a part of its own
+
+
+@pytest.mark.parametrize('stage_limits', ['', 'env=100 steps=100 float32=100 levers=100'])
+def test_device_run_stopped_by_a_time_limit_still_leaves_its_summary(tmp_path, stage_limits):
+  """A lent GPU's call has a time limit: device_run.sh stopped by one (here `timeout`, as
+  on that machine) still writes summary.md, naming the stage it stopped, and results.tgz,
+  at once, also when the stage runs under a limit of its own (in a process group of its own,
+  which the call's signal does not reach by itself)."""
+  out = tmp_path / 'out'
+  t0 = time.monotonic()
+  proc = subprocess.run(
       ['timeout', '10', 'bash', 'benchmarks/device_run.sh', 'env', 'steps', 'float32', 'levers'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120,
-      env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable,
+               STAGE_LIMITS=stage_limits))
   assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert time.monotonic() - t0 < 60  # not held until a stage's own limit of 100 s
   summary = (out / 'summary.md').read_text()
   assert ': stopped before it ended (a time limit?)' in summary, summary
   assert (out / 'results.tgz').stat().st_size > 0
