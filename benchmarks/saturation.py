@@ -189,7 +189,7 @@ def markdown(title, rows, args, peak_source):
   lines = [f'Saturation: {title}', '',
            f'Training images/s (all members together) in float32 on random uint8 '
            f'{args.image.replace(",", "x")} images kept on the device: median of {args.rounds} '
-           f'rounds of {steps} steps, {per_call} steps per call. '
+           f'rounds of {steps} steps (steps per call: {per_call}). '
            "FLOPs per step: XLA's cost analysis of a one-step compile. "
            f'Of peak: {peak_source}.']
   cols = ('| batch per member | members | images per step | train img/s | vs first row | '
