@@ -66,6 +66,17 @@ def test_throughput_covers_every_registered_model(tmp_path):
   assert '| train img/s |' in out
 
 
+def test_throughput_against_pytorch_times_the_models_with_a_pytorch_copy(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(ROOT, 'benchmarks'))
+  import throughput  # pylint: disable=import-outside-toplevel
+  from flax_cae import models  # pylint: disable=import-outside-toplevel
+  mirrored = throughput.models_to_time('', ['eager'])
+  assert mirrored == {'base_cae', 'cae', 'improved_cae', 'improved_cae+skips'}
+  assert all(models.MODELS[m.split('+')[0]].torch_mirror for m in mirrored)
+  assert throughput.models_to_time('', []) is None  # flax-cae alone: every model
+  assert throughput.models_to_time('res_cae', ['eager']) == {'res_cae'}  # as asked
+
+
 def test_throughput_compares_variants_of_one_model(tmp_path):
   variants = 'default,model.transposed_conv=dilated+model.conv_input_grad=xla+cpu_convolutions=xla'
   run_benchmark('--models=base_cae', '--dtypes=float32', '--torch=none', '--epoch_images=0',
