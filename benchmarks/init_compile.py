@@ -13,16 +13,13 @@ the versions, the date and the commit; --out=PATH writes PATH.md, PATH.csv and P
 """
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 os.environ.pop('JAX_COMPILATION_CACHE_DIR', None)  # time the compiler, not a cache read
 
-import flax
 import jax
 import numpy as np
 
@@ -33,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 
 from configs import cifar10_best256, cifar10_best64, default  # pylint: disable=g-import-not-at-top
 from configs.studies import rate_distortion
-from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import trainer as trainer_lib
 from flax_cae.runtime import xla
@@ -114,14 +110,10 @@ def main():
 
 
 def header(shape, rounds: int, options: dict) -> str:
-  """The run's header line: what was timed, the device, the CPU model and its vector
-  extensions, the versions, the host, the date and the commit (as throughput.py's)."""
-  dev = jax.devices()[0]
+  """The run's header line: what was timed, then record.machine_line (the device, the CPU
+  model and its vector extensions, the versions, the host, the date and the commit)."""
   return (f'Trainer.init_state(), {"x".join(map(str, shape))} images, median of {rounds}, '
-          f'XLA default vs {options}; {jax.device_count()} x {dev.device_kind} '
-          f'({jax.default_backend()}), CPU: {machine.cpu()}, jax {jax.__version__}, '
-          f'flax {flax.__version__}, {platform.node()}, {datetime.date.today()}, '
-          f'commit {machine.commit()}')
+          f'XLA default vs {options}; {record.machine_line()}')
 
 
 if __name__ == '__main__':

@@ -1,10 +1,24 @@
 """A benchmark's record, as docs/tables.py reads it: OUT.md (the printed table), OUT.json
 (the header line as 'title', the rows with every timed round, and any extra fields) and
-OUT.csv (the rows without their nested rounds)."""
+OUT.csv (the rows without their nested rounds); and the machine part of that header line."""
 
 import csv
+import datetime
 import json
+import platform
 from pathlib import Path
+
+
+def machine_line(versions: str = '') -> str:
+  """'1 x cpu (cpu), CPU: <model, cores, vector extensions>, jax X, flax Y<versions>, host,
+  date, commit C': what a speed figure holds for (ratios move with the CPU's extensions)."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax_cae.runtime import machine  # pylint: disable=g-import-not-at-top
+  dev = jax.devices()[0]
+  return (f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
+          f'CPU: {machine.cpu()}, jax {jax.__version__}, flax {flax.__version__}{versions}, '
+          f'{platform.node()}, {datetime.date.today()}, commit {machine.commit()}')
 
 
 def write(out: str, title: str, rows: list[dict], text: str, *, sort_columns: bool = False,

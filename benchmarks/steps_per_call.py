@@ -13,14 +13,11 @@ PATH.json (docs/tables.py reads the CSV), --json writes the rows alone.
 """
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import flax
 import jax
 import numpy as np
 
@@ -105,7 +102,7 @@ def main():
                    'steps_per_call': k, 'images_per_second': round(rate, 1)})
 
   commit = machine.commit()
-  title = header(args.model, args.batch, shape, memory, commit)
+  title = header(args.model, args.batch, shape, memory)
   base = rows[0]['images_per_second']
   lines = [f'Steps per device call: {title}', '',
            '| data | steps per call | images/s | vs 1 step per call |', '|---|---|---|---|']
@@ -122,15 +119,11 @@ def main():
     record.write(args.out, title, rows, text)
 
 
-def header(model: str, batch: int, shape, memory: str, commit: str) -> str:
-  """The run's header line: what was timed, the device, the CPU model and its vector
-  extensions, the versions, the host, the date and the commit (as throughput.py's)."""
-  dev = jax.devices()[0]
+def header(model: str, batch: int, shape, memory: str) -> str:
+  """The run's header line: what was timed, then record.machine_line (the device, the CPU
+  model and its vector extensions, the versions, the host, the date and the commit)."""
   return (f'{model}, batch {batch}, {"x".join(map(str, shape))} images; '
-          f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
-          f'CPU: {machine.cpu()}, jax {jax.__version__}, flax {flax.__version__}, '
-          f'{platform.node()}, {datetime.date.today()}, commit {commit}, '
-          f'host memory: {memory}')
+          f'{record.machine_line()}, host memory: {memory}')
 
 
 

@@ -24,11 +24,9 @@ Writes NAME.md, NAME.csv and NAME.json when --out is given.
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -41,8 +39,7 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 # the comparison (same process) too little.
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
-import flax  # pylint: disable=g-import-not-at-top
-import jax
+import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,7 +47,6 @@ import record  # benchmarks/record.py, beside this script
 
 from configs import s1
 from flax_cae.runtime import host_memory
-from flax_cae.runtime import machine
 from flax_cae import models
 from flax_cae.training import loop as train
 from flax_cae.training import trainer as trainer_lib
@@ -110,11 +106,6 @@ def make_config(name, skips, batch, dtype, variant=None):
     (config[target] if rest else config)[rest[0] if rest else target] = value
   config.batch_size = config.eval_batch_size = batch
   return config
-
-
-def commit() -> str:
-  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                        text=True).stdout.strip() or 'unknown'
 
 
 def bench_flax(config, images_u8, steps, time_epoch):
@@ -259,11 +250,8 @@ HOST_MEMORY = ''  # what host_memory.configure did (main sets it before JAX star
 
 
 def header(torch_version):
-  dev = jax.devices()[0]
-  return (f'{jax.device_count()} x {dev.device_kind} ({jax.default_backend()}), '
-          f'CPU: {machine.cpu()}, jax {jax.__version__}, flax {flax.__version__}'
-          f'{", torch " + torch_version if torch_version else ""}, {platform.node()}, '
-          f'{datetime.date.today()}, commit {commit()}, host memory: {HOST_MEMORY}')
+  torch = f', torch {torch_version}' if torch_version else ''
+  return f'{record.machine_line(torch)}, host memory: {HOST_MEMORY}'
 
 
 def run_table(args, emit):

@@ -222,14 +222,14 @@ def test_device_run_script_runs_every_stage(tmp_path):
   data_fixtures.require_shared_data('cifar')  # the `best` stage trains on the CIFAR-10 JPEGs
   out = tmp_path / 'out'
   proc = subprocess.run(
-      ['bash', 'benchmarks/device_run.sh', 'env', 'peer', 'smoke', 'steps', 'float32', 'levers',
-       'members', 'saturation', 'study', 'best', 'capacity', 'rd', 'nope'],
+      ['bash', 'benchmarks/device_run.sh', 'env', 'peer', 'smoke', 'steps', 'float32', 'bfloat16',
+       'levers', 'scaling', 'members', 'saturation', 'study', 'best', 'capacity', 'rd', 'nope'],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, JAX_PLATFORMS='cpu', SIZE='tiny', OUT=str(out), PYTHON=sys.executable))
   assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = (out / 'summary.md').read_text()
-  for stage in ('env', 'peer', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'levers',
-                'members', 'saturation', 'study', 'best', 'capacity', 'rd'):
+  for stage in ('env', 'peer', 'smoke_tests', 'smoke_launch', 'steps', 'float32', 'bfloat16',
+                'levers', 'scaling', 'members', 'saturation', 'study', 'best', 'capacity', 'rd'):
     assert f'=== {stage}: exit 0 after' in summary, summary
   assert '=== nope: exit 2, not a stage' in summary
   import tarfile  # pylint: disable=g-import-not-at-top
@@ -238,7 +238,8 @@ def test_device_run_script_runs_every_stage(tmp_path):
     rows = json.load(tar.extractfile('./cpu_float32.json'))['rows']
     levers = json.load(tar.extractfile('./cpu_levers.json'))['rows']
     saturation = json.load(tar.extractfile('./cpu_saturation.json'))['rows']
-  assert {'cpu_peer.md', 'cpu_peer.json', 'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
+  assert {'cpu_peer.md', 'cpu_peer.json', 'cpu_bfloat16.json', 'cpu_scaling.json',
+          'cpu_float32.md', 'cpu_float32.csv', 'steps_per_call.json', 'results.md',
           'smoke_tests.log', 'cpu_members.md', 'cpu_members.json', 'cpu_saturation.md',
           'cpu_saturation.csv'} <= names
   assert [r['model'] for r in rows] == ['base_cae'] and rows[0]['epoch_s'] > 0
