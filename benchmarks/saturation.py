@@ -179,11 +179,8 @@ def make_row(model, table, batch, members, r, peak, first):
           'train_ips_rounds': rounds_ips}
 
 
-def fmt(v, spec):
-  return '—' if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
 def markdown(title, rows, args, peak_source):
+  fmt = throughput.fmt
   steps = '/'.join(str(s) for s in sorted({r['steps_per_round'] for r in rows}))
   per_call = '/'.join(str(s) for s in sorted({r['steps_per_call'] for r in rows}))
   lines = [f'Saturation: {title}', '',

@@ -243,7 +243,8 @@ def models_to_time(models_flag: str, torch_modes: list[str]) -> set[str] | None:
 
 
 def fmt(v, spec=',.0f'):
-  return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+  """A number as a table cell; a dash where it is missing, NaN or infinite."""
+  return '—' if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
 HOST_MEMORY = ''  # what host_memory.configure did (main sets it before JAX starts)

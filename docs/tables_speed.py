@@ -18,6 +18,11 @@ PEAK_FLOPS_H200_FLOAT32 = 494e12
 TORCH_MODELS = ('base_cae', 'cae', 'improved_cae', 'improved_cae+skips')
 
 
+def times(ratio, digits: int = 2) -> str | None:
+  """A ratio as a table cell, '1.04x'; None (a dash) where it is missing."""
+  return None if missing(ratio) else f'{ratio:.{digits}f}x'
+
+
 def header(name: str, extra: str = '') -> str:
   """The run's own header line (benchmarks/results/NAME.json's title), in italics."""
   record = json.loads((BENCH / f'{name}.json').read_text())
@@ -191,7 +196,7 @@ def cpu_scaling():
   rows = bench_csv('cpu_scaling')
   base = rows[0]['train_ips']
   for r in rows:
-    r['vs_one'] = f"{r['train_ips'] / base:.2f}x"
+    r['vs_one'] = times(r['train_ips'] / base)
   return throughput('cpu_scaling', [('devices', 'devices', 's'), MODEL,
                                     ('global batch', 'batch', 's'), TRAIN,
                                     ('img/s per device', 'per_device_ips', ',.0f'),
@@ -203,7 +208,7 @@ def cpu_members():
   """members.py writes no CSV: its rows are read from cpu_members.json."""
   rows = json.loads((BENCH / 'cpu_members.json').read_text())['rows']
   for r in rows:
-    r['together_vs'] = f"{r['ratio']:.2f}x"
+    r['together_vs'] = times(r['ratio'])
   return header('cpu_members') + csv_table(rows, [
       MODEL, ('members', 'members', 's'), ('together (img/s)', 'together_img_s', ',.0f'),
       ('one by one (img/s)', 'one_by_one_img_s', ',.0f'),
@@ -229,7 +234,7 @@ def steps_per_call():
   rows = bench_csv(name)
   base = rows[0]['images_per_second']
   for r in rows:
-    r['vs_one'] = f"{r['images_per_second'] / base:.2f}x"
+    r['vs_one'] = times(r['images_per_second'] / base)
   return throughput(name, [MODEL, BATCH, ('data', 'data', 's'),
                            ('steps per call', 'steps_per_call', 's'),
                            ('images/s', 'images_per_second', ',.0f'),
@@ -242,7 +247,7 @@ def init_compile():
   name = 'cpu_init_compile'
   rows = bench_csv(name)
   for r in rows:
-    r['speedup'] = f"{r['default_s'] / r['init_options_s']:.1f}x"
+    r['speedup'] = times(r['default_s'] / r['init_options_s'], 1)
     r['same'] = 'yes' if r['bit_identical'] is True else 'NO'
   return throughput(name, [('config', 'config', 's'), MODEL, ('parameters', 'parameters', ','),
                            ('XLA default s', 'default_s', '.1f'),
@@ -260,7 +265,7 @@ def cpu_xeon_saturation():
   record = json.loads((BENCH / f'{name}.json').read_text())
   rows = bench_csv(name)
   for r in rows:
-    r['vs_first'] = f"{r['vs_first_row']:.2f}x"
+    r['vs_first'] = times(r['vs_first_row'])
     r['gflop'] = r['flops_per_step'] / 1e9
   return (header(name) + csv_table(rows, [
       MODEL, ('table', 'table', 's'), ('batch per member', 'batch', 's'),
@@ -290,7 +295,7 @@ def cpu_xeon_study_time():
   rows = bench_csv(name)
   base = next((r['wall_s'] for r in rows if r['members'] == 'one by one'), None)
   for r in rows:
-    r['vs'] = f"{base / r['wall_s']:.2f}x" if base else None
+    r['vs'] = times(base / r['wall_s'] if base else None)
   return throughput(name, [('members', 'members', 's'), ('runs', 'runs', 's'),
                            ('train images', 'train_images', ','), ('wall s', 'wall_s', '.1f'),
                            ('training s', 'train_s', '.1f'), ('other s', 'other_s', '.1f'),
